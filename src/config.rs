@@ -1,0 +1,684 @@
+//! Settings from every source, resolved into one [`Config`] that remembers where each value came
+//! from (`cachectl config` prints it).
+//!
+//! Precedence, lowest first: built-in defaults → user config (`$XDG_CONFIG_HOME/cachectl/
+//! config.toml`) → the nearest `cachectl.toml` from the working directory upward → `CACHECTL_*`
+//! env → flags. List settings (inputs, outputs, env, tags) accumulate across matching rules and
+//! flags; scalar settings take the highest-precedence value.
+//!
+//! Every mistake in a file is a usage error naming the file, the line and the fix, reported
+//! before anything runs. A project `cachectl.toml` that another user could have written (owned by
+//! someone else, or world-writable) is refused, as ccache refuses unsafe per-directory config: it
+//! decides what gets cached and replayed.
+
+use crate::cli::RunArgs;
+use crate::cmdline::CommandPattern;
+use crate::error::usage;
+use crate::key::ExeCheck;
+use anyhow::Result;
+use serde::Deserialize;
+use std::ffi::OsString;
+use std::fmt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use toml::Spanned;
+
+pub const PROJECT_FILE: &str = "cachectl.toml";
+pub const DEFAULT_MAX_SIZE: u64 = 5 * 1024 * 1024 * 1024;
+pub const DEFAULT_COMPRESSION_LEVEL: i32 = 3;
+pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Where a setting's value came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    Default,
+    File { path: PathBuf, line: usize },
+    Env(&'static str),
+    Flag,
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::Default => f.write_str("default"),
+            Source::File { path, line } => write!(f, "{}:{line}", path.display()),
+            Source::Env(name) => write!(f, "env {name}"),
+            Source::Flag => f.write_str("command line"),
+        }
+    }
+}
+
+/// A value and its origin.
+#[derive(Debug, Clone)]
+pub struct Setting<T> {
+    pub value: T,
+    pub source: Source,
+}
+
+impl<T> Setting<T> {
+    fn default(value: T) -> Self {
+        Setting {
+            value,
+            source: Source::Default,
+        }
+    }
+}
+
+/// Per-command settings: the top level of a config file and each `[[rule]]` table.
+#[derive(Debug, Clone, Default)]
+pub struct RunSettings {
+    pub inputs: Vec<String>,
+    pub outputs: Vec<String>,
+    pub env: Vec<String>,
+    pub tags: Vec<String>,
+    pub ttl: Option<Setting<Duration>>,
+    pub stale: Option<Setting<Duration>>,
+    pub namespace: Option<Setting<String>>,
+    pub salt: Option<Setting<String>>,
+    pub cache_failures: Option<Setting<bool>>,
+    /// `false` = leave the working directory out of the key.
+    pub cwd: Option<Setting<bool>>,
+}
+
+/// A `[[rule]]` table.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    pub pattern: CommandPattern,
+    pub pattern_text: String,
+    pub origin: Source,
+    pub settings: RunSettings,
+}
+
+/// The resolved configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub dir: Setting<Option<PathBuf>>,
+    pub max_size: Setting<u64>,
+    pub compression_level: Setting<i32>,
+    pub lock_timeout: Setting<Duration>,
+    pub exe_check: Setting<ExeCheck>,
+    /// Top-level run defaults.
+    pub defaults: RunSettings,
+    pub rules: Vec<Rule>,
+    /// Config files read, lowest precedence first.
+    pub files: Vec<PathBuf>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum SizeValue {
+    Bytes(u64),
+    Text(String),
+}
+
+#[derive(Default)]
+struct RawRunSettings {
+    inputs: Vec<String>,
+    outputs: Vec<String>,
+    env: Vec<String>,
+    tags: Vec<String>,
+    ttl: Option<Spanned<String>>,
+    stale: Option<Spanned<String>>,
+    namespace: Option<Spanned<String>>,
+    salt: Option<Spanned<String>>,
+    cache_failures: Option<Spanned<bool>>,
+    cwd: Option<Spanned<bool>>,
+}
+
+/// A `[[rule]]` table: `match` plus the run settings (spelled out, since serde's `flatten`
+/// would lose both spans and `deny_unknown_fields`).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRule {
+    #[serde(rename = "match")]
+    pattern: Spanned<String>,
+    #[serde(default)]
+    inputs: Vec<String>,
+    #[serde(default)]
+    outputs: Vec<String>,
+    #[serde(default)]
+    env: Vec<String>,
+    #[serde(default)]
+    tags: Vec<String>,
+    ttl: Option<Spanned<String>>,
+    stale: Option<Spanned<String>>,
+    namespace: Option<Spanned<String>>,
+    salt: Option<Spanned<String>>,
+    cache_failures: Option<Spanned<bool>>,
+    cwd: Option<Spanned<bool>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    dir: Option<Spanned<String>>,
+    max_size: Option<Spanned<SizeValue>>,
+    compression_level: Option<Spanned<i64>>,
+    lock_timeout: Option<Spanned<String>>,
+    exe_check: Option<Spanned<String>>,
+    ttl: Option<Spanned<String>>,
+    stale: Option<Spanned<String>>,
+    namespace: Option<Spanned<String>>,
+    salt: Option<Spanned<String>>,
+    cache_failures: Option<Spanned<bool>>,
+    cwd: Option<Spanned<bool>>,
+    #[serde(default)]
+    rule: Vec<Spanned<RawRule>>,
+}
+
+/// Parse a size: a bare number of bytes, or `500MiB`, `5G`, `1.5 GB`.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    if let Ok(n) = t.parse::<u64>() {
+        return Ok(n);
+    }
+    t.parse::<bytesize::ByteSize>()
+        .map(|b| b.as_u64())
+        .map_err(|_| format!("invalid size `{s}` (examples: 500MiB, 5G, 1048576)"))
+}
+
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s.trim())
+        .map_err(|e| format!("invalid duration `{s}`: {e} (examples: 90s, 2h, 7d)"))
+}
+
+/// Turns spans into `file:line` locations and builds located usage errors.
+struct Located<'a> {
+    path: &'a Path,
+    text: &'a str,
+}
+
+impl Located<'_> {
+    fn line(&self, offset: usize) -> usize {
+        self.text[..offset.min(self.text.len())]
+            .matches('\n')
+            .count()
+            + 1
+    }
+    fn source(&self, offset: usize) -> Source {
+        Source::File {
+            path: self.path.to_path_buf(),
+            line: self.line(offset),
+        }
+    }
+    fn error(&self, offset: usize, msg: &str) -> anyhow::Error {
+        let line = self.line(offset);
+        let text = self.text.lines().nth(line - 1).unwrap_or("").trim_end();
+        usage(format!(
+            "{}:{line}: {msg}\n  | {text}\n  = fix: correct this line; every key is described in cachectl.toml.example",
+            self.path.display()
+        ))
+    }
+    fn setting<S, T>(&self, s: &Spanned<S>, value: T) -> Setting<T> {
+        Setting {
+            value,
+            source: self.source(s.span().start),
+        }
+    }
+    fn duration(
+        &self,
+        s: &Option<Spanned<String>>,
+        key: &str,
+    ) -> Result<Option<Setting<Duration>>> {
+        s.as_ref()
+            .map(|v| {
+                let d = parse_duration(v.get_ref())
+                    .map_err(|e| self.error(v.span().start, &format!("`{key}`: {e}")))?;
+                Ok(self.setting(v, d))
+            })
+            .transpose()
+    }
+    fn string(&self, s: &Option<Spanned<String>>) -> Option<Setting<String>> {
+        s.as_ref().map(|v| self.setting(v, v.get_ref().clone()))
+    }
+    fn boolean(&self, s: &Option<Spanned<bool>>) -> Option<Setting<bool>> {
+        s.as_ref().map(|v| self.setting(v, *v.get_ref()))
+    }
+}
+
+impl Config {
+    fn builtin() -> Config {
+        Config {
+            dir: Setting::default(crate::store::default_root()),
+            max_size: Setting::default(DEFAULT_MAX_SIZE),
+            compression_level: Setting::default(DEFAULT_COMPRESSION_LEVEL),
+            lock_timeout: Setting::default(DEFAULT_LOCK_TIMEOUT),
+            exe_check: Setting::default(ExeCheck::Content),
+            defaults: RunSettings::default(),
+            rules: Vec::new(),
+            files: Vec::new(),
+        }
+    }
+
+    /// Load every source for a command run in `cwd`. `cli_dir` is `--dir`/`CACHECTL_DIR` with
+    /// its source as clap saw it.
+    pub fn load(cwd: &Path, cli_dir: Option<(PathBuf, Source)>) -> Result<Config> {
+        let mut cfg = Config::builtin();
+        if let Some(user) = user_config_path()
+            && user.is_file()
+        {
+            cfg.apply_file(&user, false)?;
+        }
+        if let Some(project) = find_project_file(cwd) {
+            cfg.apply_file(&project, true)?;
+        }
+        cfg.apply_env()?;
+        if let Some((dir, source)) = cli_dir {
+            cfg.dir = Setting {
+                value: Some(cwd.join(dir)),
+                source,
+            };
+        }
+        Ok(cfg)
+    }
+
+    fn apply_file(&mut self, path: &Path, check_owner: bool) -> Result<()> {
+        if check_owner {
+            check_file_safe(path)?;
+        }
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| usage(format!("{}: cannot read config: {e}", path.display())))?;
+        let loc = Located { path, text: &text };
+        let raw: RawFile = toml::from_str(&text).map_err(|e| {
+            let offset = e.span().map(|s| s.start).unwrap_or(0);
+            loc.error(offset, e.message().trim())
+        })?;
+        self.files.push(path.to_path_buf());
+        let base = path.parent().unwrap_or(Path::new("."));
+        if let Some(d) = &raw.dir {
+            self.dir = loc.setting(d, Some(base.join(expand_home(d.get_ref()))));
+        }
+        if let Some(s) = &raw.max_size {
+            let v = match s.get_ref() {
+                SizeValue::Bytes(n) => *n,
+                SizeValue::Text(t) => parse_size(t)
+                    .map_err(|e| loc.error(s.span().start, &format!("`max_size`: {e}")))?,
+            };
+            self.max_size = loc.setting(s, v);
+        }
+        if let Some(l) = &raw.compression_level {
+            let v = *l.get_ref();
+            if !(1..=19).contains(&v) {
+                return Err(loc.error(
+                    l.span().start,
+                    "`compression_level` must be between 1 and 19",
+                ));
+            }
+            self.compression_level = loc.setting(l, v as i32);
+        }
+        if let Some(d) = loc.duration(&raw.lock_timeout, "lock_timeout")? {
+            self.lock_timeout = d;
+        }
+        if let Some(e) = &raw.exe_check {
+            let v = ExeCheck::parse(e.get_ref()).ok_or_else(|| {
+                loc.error(
+                    e.span().start,
+                    "`exe_check` must be one of \"content\", \"mtime\", \"none\"",
+                )
+            })?;
+            self.exe_check = loc.setting(e, v);
+        }
+        let top = RawRunSettings {
+            ttl: raw.ttl,
+            stale: raw.stale,
+            namespace: raw.namespace,
+            salt: raw.salt,
+            cache_failures: raw.cache_failures,
+            cwd: raw.cwd,
+            ..Default::default()
+        };
+        let top = run_settings(&loc, &top)?;
+        overlay(&mut self.defaults, top);
+        for r in raw.rule {
+            let span = r.span();
+            let rule = r.into_inner();
+            let pattern = CommandPattern::new(rule.pattern.get_ref())
+                .map_err(|e| loc.error(rule.pattern.span().start, &format!("`match`: {e:#}")))?;
+            self.rules.push(Rule {
+                pattern,
+                pattern_text: rule.pattern.get_ref().clone(),
+                origin: loc.source(span.start),
+                settings: run_settings(
+                    &loc,
+                    &RawRunSettings {
+                        inputs: rule.inputs,
+                        outputs: rule.outputs,
+                        env: rule.env,
+                        tags: rule.tags,
+                        ttl: rule.ttl,
+                        stale: rule.stale,
+                        namespace: rule.namespace,
+                        salt: rule.salt,
+                        cache_failures: rule.cache_failures,
+                        cwd: rule.cwd,
+                    },
+                )?,
+            });
+        }
+        Ok(())
+    }
+
+    fn apply_env(&mut self) -> Result<()> {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        let bad =
+            |name: &str, e: String| usage(format!("{name}: {e}; fix: correct or unset {name}"));
+        if let Some(v) = var("CACHECTL_MAX_SIZE") {
+            self.max_size = Setting {
+                value: parse_size(&v).map_err(|e| bad("CACHECTL_MAX_SIZE", e))?,
+                source: Source::Env("CACHECTL_MAX_SIZE"),
+            };
+        }
+        if let Some(v) = var("CACHECTL_COMPRESSION_LEVEL") {
+            let level = v
+                .parse::<i32>()
+                .ok()
+                .filter(|l| (1..=19).contains(l))
+                .ok_or_else(|| {
+                    bad(
+                        "CACHECTL_COMPRESSION_LEVEL",
+                        format!("`{v}` is not a level from 1 to 19"),
+                    )
+                })?;
+            self.compression_level = Setting {
+                value: level,
+                source: Source::Env("CACHECTL_COMPRESSION_LEVEL"),
+            };
+        }
+        if let Some(v) = var("CACHECTL_LOCK_TIMEOUT") {
+            self.lock_timeout = Setting {
+                value: parse_duration(&v).map_err(|e| bad("CACHECTL_LOCK_TIMEOUT", e))?,
+                source: Source::Env("CACHECTL_LOCK_TIMEOUT"),
+            };
+        }
+        if let Some(v) = var("CACHECTL_EXE_CHECK") {
+            self.exe_check = Setting {
+                value: ExeCheck::parse(&v).ok_or_else(|| {
+                    bad(
+                        "CACHECTL_EXE_CHECK",
+                        format!("`{v}` is not one of content, mtime, none"),
+                    )
+                })?,
+                source: Source::Env("CACHECTL_EXE_CHECK"),
+            };
+        }
+        Ok(())
+    }
+
+    /// The rules whose pattern matches `command_line`, in precedence order (lowest first).
+    pub fn matching_rules<'a>(
+        &'a self,
+        command_line: &'a str,
+    ) -> impl Iterator<Item = &'a Rule> + 'a {
+        self.rules
+            .iter()
+            .filter(move |r| r.pattern.matches(command_line))
+    }
+}
+
+fn run_settings(loc: &Located, raw: &RawRunSettings) -> Result<RunSettings> {
+    let ttl = loc.duration(&raw.ttl, "ttl")?;
+    let stale = loc.duration(&raw.stale, "stale")?;
+    Ok(RunSettings {
+        inputs: raw.inputs.clone(),
+        outputs: raw.outputs.clone(),
+        env: raw.env.clone(),
+        tags: raw.tags.clone(),
+        ttl,
+        stale,
+        namespace: loc.string(&raw.namespace),
+        salt: loc.string(&raw.salt),
+        cache_failures: loc.boolean(&raw.cache_failures),
+        cwd: loc.boolean(&raw.cwd),
+    })
+}
+
+/// Lay `top` over `base`: lists accumulate, scalars present in `top` win.
+fn overlay(base: &mut RunSettings, top: RunSettings) {
+    base.inputs.extend(top.inputs);
+    base.outputs.extend(top.outputs);
+    base.env.extend(top.env);
+    base.tags.extend(top.tags);
+    base.ttl = top.ttl.or(base.ttl.take());
+    base.stale = top.stale.or(base.stale.take());
+    base.namespace = top.namespace.or(base.namespace.take());
+    base.salt = top.salt.or(base.salt.take());
+    base.cache_failures = top.cache_failures.or(base.cache_failures.take());
+    base.cwd = top.cwd.or(base.cwd.take());
+}
+
+fn expand_home(p: &str) -> PathBuf {
+    match (p.strip_prefix("~/"), std::env::var_os("HOME")) {
+        (Some(rest), Some(home)) => PathBuf::from(home).join(rest),
+        _ => PathBuf::from(p),
+    }
+}
+
+/// `$XDG_CONFIG_HOME/cachectl/config.toml`, else `~/.config/cachectl/config.toml`.
+pub fn user_config_path() -> Option<PathBuf> {
+    if let Some(x) = std::env::var_os("XDG_CONFIG_HOME").filter(|v| !v.is_empty()) {
+        return Some(PathBuf::from(x).join("cachectl").join("config.toml"));
+    }
+    let home = std::env::var_os("HOME").filter(|v| !v.is_empty())?;
+    Some(
+        PathBuf::from(home)
+            .join(".config")
+            .join("cachectl")
+            .join("config.toml"),
+    )
+}
+
+/// The nearest `cachectl.toml` in `cwd` or one of its ancestors.
+pub fn find_project_file(cwd: &Path) -> Option<PathBuf> {
+    cwd.ancestors()
+        .map(|d| d.join(PROJECT_FILE))
+        .find(|p| p.is_file())
+}
+
+fn check_file_safe(path: &Path) -> Result<()> {
+    let meta = std::fs::metadata(path).map_err(|e| usage(format!("{}: {e}", path.display())))?;
+    // SAFETY: geteuid has no preconditions.
+    let uid = unsafe { libc::geteuid() };
+    if meta.uid() != uid && meta.uid() != 0 {
+        return Err(usage(format!(
+            "{}: refusing to read a config file owned by another user (uid {}); fix: remove it or chown it to yourself",
+            path.display(),
+            meta.uid()
+        )));
+    }
+    if meta.mode() & 0o002 != 0 {
+        return Err(usage(format!(
+            "{}: refusing to read a world-writable config file; fix: chmod o-w {}",
+            path.display(),
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
+/// The options of one `run`, resolved from flags, matching rules and defaults.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub argv: Vec<OsString>,
+    pub command_line: String,
+    pub inputs: Vec<String>,
+    pub outputs: Vec<PathBuf>,
+    pub env: Vec<String>,
+    pub tags: Vec<String>,
+    pub namespace: String,
+    pub salt: String,
+    pub ttl: Option<Duration>,
+    pub stale: Option<Duration>,
+    pub key_cwd: bool,
+    pub stdin: bool,
+    pub cache_failures: bool,
+    pub force: bool,
+    pub no_store: bool,
+    pub explain: bool,
+    pub verbose: bool,
+    pub exe_check: ExeCheck,
+    pub lock_timeout: Duration,
+    pub compression_level: i32,
+    /// Where each matched rule was defined (for `cachectl config -- CMD` and `--explain`).
+    pub matched_rules: Vec<String>,
+}
+
+fn dedup(v: Vec<String>) -> Vec<String> {
+    let mut seen = std::collections::HashSet::new();
+    v.into_iter().filter(|x| seen.insert(x.clone())).collect()
+}
+
+impl RunOptions {
+    pub fn resolve(args: &RunArgs, cfg: &Config) -> Result<RunOptions> {
+        let command_line = crate::cmdline::display(&args.command);
+        let mut s = cfg.defaults.clone();
+        let mut matched_rules = Vec::new();
+        for rule in cfg.matching_rules(&command_line) {
+            matched_rules.push(format!("{} (match = {:?})", rule.origin, rule.pattern_text));
+            overlay(&mut s, rule.settings.clone());
+        }
+        let inputs = dedup(
+            s.inputs
+                .into_iter()
+                .chain(args.inputs.iter().cloned())
+                .collect(),
+        );
+        let outputs = dedup(
+            s.outputs
+                .into_iter()
+                .chain(args.outputs.iter().cloned())
+                .collect(),
+        );
+        let outputs = crate::outputs::validate_declared(&outputs)?;
+        let ttl = args.ttl.or(s.ttl.map(|t| t.value));
+        let stale = args.stale.or(s.stale.map(|t| t.value));
+        if stale.is_some() && ttl.is_none() {
+            return Err(usage(
+                "--stale needs --ttl: an entry is stale between --stale and --ttl (fix: add --ttl, e.g. --ttl 1d --stale 1h)",
+            ));
+        }
+        if let (Some(st), Some(tt)) = (stale, ttl)
+            && st >= tt
+        {
+            return Err(usage(format!(
+                "--stale ({}) must be shorter than --ttl ({}); fix: lower --stale or raise --ttl",
+                humantime::format_duration(st),
+                humantime::format_duration(tt)
+            )));
+        }
+        for pattern in args.env.iter().chain(&s.env) {
+            if pattern.is_empty() || pattern.contains('=') {
+                return Err(usage(format!(
+                    "--env `{pattern}` is not a variable name or glob; fix: give the name only, e.g. -e CC"
+                )));
+            }
+        }
+        Ok(RunOptions {
+            argv: args.command.clone(),
+            command_line,
+            inputs,
+            outputs,
+            env: dedup(s.env.into_iter().chain(args.env.iter().cloned()).collect()),
+            tags: dedup(
+                s.tags
+                    .into_iter()
+                    .chain(args.tags.iter().cloned())
+                    .collect(),
+            ),
+            namespace: args
+                .namespace
+                .clone()
+                .or(s.namespace.map(|n| n.value))
+                .unwrap_or_else(|| "default".to_owned()),
+            salt: args
+                .salt
+                .clone()
+                .or(s.salt.map(|n| n.value))
+                .unwrap_or_default(),
+            ttl,
+            stale,
+            key_cwd: !args.no_cwd && s.cwd.map(|c| c.value).unwrap_or(true),
+            stdin: args.stdin,
+            cache_failures: args.cache_failures
+                || s.cache_failures.map(|c| c.value).unwrap_or(false),
+            force: args.force,
+            no_store: args.no_store,
+            explain: args.explain,
+            verbose: args.verbose,
+            exe_check: cfg.exe_check.value,
+            lock_timeout: cfg.lock_timeout.value,
+            compression_level: cfg.compression_level.value,
+            matched_rules,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_text(text: &str) -> Result<Config> {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("cachectl.toml");
+        std::fs::write(&p, text).unwrap();
+        let mut cfg = Config::builtin();
+        cfg.apply_file(&p, false).map(|_| cfg)
+    }
+
+    #[test]
+    fn unknown_key_names_file_line_and_key() {
+        let err = load_text("max_size = \"1G\"\n\n[[rule]]\nmatch = \"x *\"\ninptus = [\"a\"]\n")
+            .unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(msg.contains("cachectl.toml:5"), "{msg}");
+        assert!(msg.contains("inptus"), "{msg}");
+        assert!(err.is::<crate::error::UsageError>());
+    }
+
+    #[test]
+    fn bad_values_are_located() {
+        let msg = format!("{:#}", load_text("\nttl = \"7x\"\n").unwrap_err());
+        assert!(msg.contains(":2:") && msg.contains("ttl"), "{msg}");
+        let msg = format!(
+            "{:#}",
+            load_text("compression_level = \"high\"\n").unwrap_err()
+        );
+        assert!(msg.contains(":1:"), "{msg}");
+        let msg = format!("{:#}", load_text("max_size = \"lots\"\n").unwrap_err());
+        assert!(msg.contains("max_size"), "{msg}");
+    }
+
+    #[test]
+    fn rules_match_and_flags_add() {
+        let cfg = load_text(
+            "ttl = \"1h\"\n[[rule]]\nmatch = \"./resize *\"\ninputs = [\"lib\"]\nnamespace = \"img\"\ncache_failures = true\n",
+        )
+        .unwrap();
+        let args = RunArgs {
+            inputs: vec!["img.png".into()],
+            command: vec!["./resize".into(), "img.png".into()],
+            ..Default::default()
+        };
+        let o = RunOptions::resolve(&args, &cfg).unwrap();
+        assert_eq!(o.inputs, ["lib", "img.png"]);
+        assert_eq!(o.namespace, "img");
+        assert!(o.cache_failures);
+        assert_eq!(o.ttl, Some(Duration::from_secs(3600)));
+        let other = RunArgs {
+            command: vec!["./other".into()],
+            ..Default::default()
+        };
+        assert_eq!(
+            RunOptions::resolve(&other, &cfg).unwrap().namespace,
+            "default"
+        );
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("1024").unwrap(), 1024);
+        assert_eq!(parse_size("500MiB").unwrap(), 500 * 1024 * 1024);
+        assert_eq!(parse_size("5G").unwrap(), 5_000_000_000);
+        assert!(parse_size("big").is_err());
+    }
+}

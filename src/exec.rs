@@ -1,0 +1,346 @@
+//! Running the wrapped command: spawn, tee + capture, signal forwarding, exit status.
+//!
+//! On a miss the command's stdout and stderr are pipes that cachectl reads with `poll`, in one
+//! thread, writing each chunk straight through to its own stdout/stderr (so the user sees output
+//! live) and into a [`Spool`]. The order in which chunks arrived is recorded so a hit reproduces
+//! the interleaving of the two streams. Nothing is held in memory beyond the inline limit: larger
+//! streams spill to a temp file in the store.
+//!
+//! Signals: SIGINT, SIGTERM, SIGHUP and SIGQUIT sent to cachectl by another process are forwarded
+//! to the child; the same signals from the terminal already reach the child (same process group)
+//! and are not sent twice. Either way the run is marked interrupted and never stored. A child that
+//! dies of signal N makes cachectl exit 128+N.
+
+use crate::store::fsutil::TempFile;
+use std::ffi::OsString;
+use std::fs::File;
+use std::io::{self, Read, Seek, Write};
+use std::mem::ManuallyDrop;
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::time::Instant;
+
+/// Streams up to this size are kept in memory and inlined in the record.
+pub const INLINE_LIMIT: usize = 64 * 1024;
+
+/// How the child process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Exited(i32),
+    Signaled(i32),
+}
+
+impl Outcome {
+    /// The exit code cachectl reports: the child's, or 128+N for a death by signal N.
+    pub fn exit_code(self) -> i32 {
+        match self {
+            Outcome::Exited(c) => c,
+            Outcome::Signaled(s) => 128 + s,
+        }
+    }
+}
+
+/// Captured bytes of one stream: in memory while small, spilled to a temp file beyond
+/// [`INLINE_LIMIT`]. A spool that failed to write (full disk) keeps counting but is `broken`.
+pub struct Spool {
+    dir: Option<PathBuf>,
+    mem: Vec<u8>,
+    file: Option<TempFile>,
+    pub size: u64,
+    pub broken: Option<io::Error>,
+}
+
+impl Spool {
+    pub fn new(dir: Option<PathBuf>) -> Self {
+        Spool {
+            dir,
+            mem: Vec::new(),
+            file: None,
+            size: 0,
+            broken: None,
+        }
+    }
+
+    pub fn write(&mut self, data: &[u8]) {
+        self.size += data.len() as u64;
+        if self.broken.is_some() {
+            return;
+        }
+        if self.file.is_none() && self.mem.len() + data.len() <= INLINE_LIMIT {
+            self.mem.extend_from_slice(data);
+            return;
+        }
+        if let Err(e) = self.spill_and_write(data) {
+            self.broken = Some(e);
+            self.file = None;
+            self.mem = Vec::new();
+        }
+    }
+
+    fn spill_and_write(&mut self, data: &[u8]) -> io::Result<()> {
+        if self.file.is_none() {
+            let dir = self.dir.clone().unwrap_or_else(std::env::temp_dir);
+            let mut t = TempFile::new(&dir, "spool")?;
+            t.file.write_all(&self.mem)?;
+            self.mem = Vec::new();
+            self.file = Some(t);
+        }
+        self.file.as_mut().expect("spilled").file.write_all(data)
+    }
+
+    /// The bytes, if they are small enough to inline.
+    pub fn inline(&self) -> Option<&[u8]> {
+        if self.file.is_none() && self.broken.is_none() {
+            Some(&self.mem)
+        } else {
+            None
+        }
+    }
+
+    /// A reader over everything captured (for storing as a blob).
+    pub fn reader(&mut self) -> io::Result<Box<dyn Read + '_>> {
+        match &mut self.file {
+            Some(t) => {
+                t.file.rewind()?;
+                Ok(Box::new(&t.file))
+            }
+            None => Ok(Box::new(&self.mem[..])),
+        }
+    }
+
+    /// Read everything into a fresh temp file positioned at 0, for feeding a child's stdin.
+    pub fn into_file(mut self) -> io::Result<File> {
+        if self.file.is_none() {
+            let dir = self.dir.clone().unwrap_or_else(std::env::temp_dir);
+            let mut t = TempFile::new(&dir, "stdin")?;
+            t.file.write_all(&self.mem)?;
+            self.file = Some(t);
+        }
+        let t = self.file.take().expect("file");
+        let mut f = t.file.try_clone()?;
+        f.rewind()?;
+        Ok(f) // `t` drops here and unlinks the path; the open descriptor keeps the data.
+    }
+}
+
+/// What a captured run produced.
+pub struct Captured {
+    pub outcome: Outcome,
+    pub duration_ms: u64,
+    pub stdout: Spool,
+    pub stderr: Spool,
+    /// `len << 1 | stream` (0 = stdout, 1 = stderr), consecutive same-stream chunks merged.
+    pub chunks: Vec<u64>,
+    /// cachectl itself received a terminating signal during the run.
+    pub interrupted: bool,
+}
+
+/// Why the command could not be started.
+#[derive(Debug)]
+pub struct SpawnError {
+    pub program: OsString,
+    pub error: io::Error,
+}
+
+impl SpawnError {
+    /// 127 for "not found" (as a shell), 126 for anything else (not executable, ...).
+    pub fn exit_code(&self) -> i32 {
+        if self.error.kind() == io::ErrorKind::NotFound {
+            127
+        } else {
+            126
+        }
+    }
+
+    pub fn message(&self) -> String {
+        let prog = self.program.to_string_lossy();
+        if self.error.kind() == io::ErrorKind::NotFound {
+            format!("cachectl: command not found: {prog}")
+        } else {
+            format!("cachectl: cannot run {prog}: {}", self.error)
+        }
+    }
+}
+
+static CHILD: AtomicI32 = AtomicI32::new(0);
+static RECEIVED: AtomicI32 = AtomicI32::new(0);
+const FORWARDED: [libc::c_int; 4] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT];
+
+extern "C" fn on_signal(sig: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc::c_void) {
+    RECEIVED.store(sig, Ordering::SeqCst);
+    let pid = CHILD.load(Ordering::SeqCst);
+    // si_code <= 0: sent by a process (kill, sigqueue, tgkill). > 0: from the kernel, e.g. the
+    // terminal's ^C, which the child (in our process group) has received already.
+    // SAFETY: the kernel passes a valid siginfo_t to an SA_SIGINFO handler; kill is
+    // async-signal-safe.
+    unsafe {
+        if pid > 0 && (info.is_null() || (*info).si_code <= 0) {
+            libc::kill(pid, sig);
+        }
+    }
+}
+
+fn install_forwarding() {
+    // SAFETY: installing a handler that only touches atomics and calls kill.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_signal as *const () as usize;
+        sa.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART;
+        libc::sigemptyset(&mut sa.sa_mask);
+        for sig in FORWARDED {
+            libc::sigaction(sig, &sa, std::ptr::null_mut());
+        }
+    }
+}
+
+/// Whether cachectl has received a terminating signal (the run is then never stored).
+pub fn interrupted() -> bool {
+    RECEIVED.load(Ordering::SeqCst) != 0
+}
+
+fn build(argv: &[OsString], cwd: &Path, stdin: Option<File>) -> Command {
+    let mut cmd = Command::new(&argv[0]);
+    cmd.args(&argv[1..]).current_dir(cwd);
+    match stdin {
+        Some(f) => cmd.stdin(Stdio::from(f)),
+        None => cmd.stdin(Stdio::null()),
+    };
+    cmd
+}
+
+fn wait_status(child: &mut std::process::Child) -> io::Result<Outcome> {
+    use std::os::unix::process::ExitStatusExt;
+    let status = child.wait()?;
+    CHILD.store(0, Ordering::SeqCst);
+    Ok(match (status.code(), status.signal()) {
+        (Some(c), _) => Outcome::Exited(c),
+        (None, Some(s)) => Outcome::Signaled(s),
+        (None, None) => Outcome::Exited(1),
+    })
+}
+
+/// Run without capturing: the child inherits cachectl's stdout and stderr (a terminal stays a
+/// terminal). Used when nothing will be stored.
+pub fn run_plain(
+    argv: &[OsString],
+    cwd: &Path,
+    stdin: Option<File>,
+) -> Result<Outcome, SpawnError> {
+    install_forwarding();
+    let mut cmd = build(argv, cwd, stdin);
+    let mut child = cmd.spawn().map_err(|error| SpawnError {
+        program: argv[0].clone(),
+        error,
+    })?;
+    CHILD.store(child.id() as i32, Ordering::SeqCst);
+    wait_status(&mut child).map_err(|error| SpawnError {
+        program: argv[0].clone(),
+        error,
+    })
+}
+
+/// Run with stdout and stderr captured into spools (in `spool_dir`) and teed live.
+pub fn run_captured(
+    argv: &[OsString],
+    cwd: &Path,
+    stdin: Option<File>,
+    spool_dir: Option<PathBuf>,
+) -> Result<Captured, SpawnError> {
+    install_forwarding();
+    let start = Instant::now();
+    let mut cmd = build(argv, cwd, stdin);
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let err = |error| SpawnError {
+        program: argv[0].clone(),
+        error,
+    };
+    let mut child = cmd.spawn().map_err(err)?;
+    CHILD.store(child.id() as i32, Ordering::SeqCst);
+    let out_pipe = child.stdout.take().expect("piped");
+    let err_pipe = child.stderr.take().expect("piped");
+    let mut spools = [Spool::new(spool_dir.clone()), Spool::new(spool_dir)];
+    let mut chunks: Vec<u64> = Vec::new();
+    pump(out_pipe, err_pipe, &mut spools, &mut chunks);
+    let outcome = wait_status(&mut child).map_err(err)?;
+    let [stdout, stderr] = spools;
+    Ok(Captured {
+        outcome,
+        duration_ms: start.elapsed().as_millis() as u64,
+        stdout,
+        stderr,
+        chunks,
+        interrupted: interrupted(),
+    })
+}
+
+/// Our own stdout (fd 1) or stderr (fd 2), unbuffered, never closed.
+pub fn raw_fd_writer(fd: RawFd) -> ManuallyDrop<File> {
+    // SAFETY: fds 1 and 2 are open for the life of the process (std guarantees it at start-up);
+    // ManuallyDrop keeps us from closing them.
+    ManuallyDrop::new(unsafe { File::from_raw_fd(fd) })
+}
+
+/// Read both pipes until both close, teeing and spooling each chunk in arrival order.
+fn pump(
+    out_pipe: std::process::ChildStdout,
+    err_pipe: std::process::ChildStderr,
+    spools: &mut [Spool; 2],
+    chunks: &mut Vec<u64>,
+) {
+    let mut pipes: [Option<File>; 2] = [
+        Some(File::from(std::os::fd::OwnedFd::from(out_pipe))),
+        Some(File::from(std::os::fd::OwnedFd::from(err_pipe))),
+    ];
+    let mut sinks = [raw_fd_writer(1), raw_fd_writer(2)];
+    let mut buf = vec![0u8; 64 * 1024];
+    while pipes.iter().any(Option::is_some) {
+        let mut fds: Vec<libc::pollfd> = Vec::with_capacity(2);
+        let mut which = Vec::with_capacity(2);
+        for (i, p) in pipes.iter().enumerate() {
+            if let Some(f) = p {
+                fds.push(libc::pollfd {
+                    fd: f.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                });
+                which.push(i);
+            }
+        }
+        // SAFETY: fds points to fds.len() initialised pollfd structs.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
+        if n < 0 {
+            if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            break;
+        }
+        for (pfd, &i) in fds.iter().zip(&which) {
+            if pfd.revents == 0 {
+                continue;
+            }
+            let Some(pipe) = pipes[i].as_mut() else {
+                continue;
+            };
+            match pipe.read(&mut buf) {
+                Ok(0) => pipes[i] = None,
+                Ok(n) => {
+                    let data = &buf[..n];
+                    if sinks[i].write_all(data).is_err() {
+                        // Our reader went away (e.g. `| head`). Close the child's pipe so it
+                        // sees EPIPE/SIGPIPE exactly as it would have without cachectl.
+                        pipes[i] = None;
+                    }
+                    spools[i].write(data);
+                    match chunks.last_mut() {
+                        Some(last) if (*last & 1) as usize == i => *last += (n as u64) << 1,
+                        _ => chunks.push(((n as u64) << 1) | i as u64),
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => pipes[i] = None,
+            }
+        }
+    }
+}

@@ -1,0 +1,99 @@
+//! Writing a stored entry's stdout and stderr back, in their original interleaving.
+//!
+//! Inline streams come from the record itself; blob streams are verified (payload checksum)
+//! before the first byte is written, then decompressed chunk by chunk, so nothing large is held
+//! in memory and a corrupt blob turns into a miss rather than into garbage on the terminal.
+
+use crate::exec::raw_fd_writer;
+use crate::store::Store;
+use crate::store::cas::{BlobError, BlobReader};
+use crate::store::record::Decoded;
+use std::io::{self, Read, Write};
+
+enum Source<'a> {
+    Inline(&'a [u8]),
+    Blob(Box<BlobReader>),
+}
+
+impl Source<'_> {
+    fn copy(&mut self, len: u64, out: &mut dyn Write, buf: &mut [u8]) -> io::Result<()> {
+        match self {
+            Source::Inline(data) => {
+                let n = (len as usize).min(data.len());
+                let (head, tail) = data.split_at(n);
+                *data = tail;
+                out.write_all(head)
+            }
+            Source::Blob(r) => {
+                let mut left = len;
+                while left > 0 {
+                    let want = (left as usize).min(buf.len());
+                    let n = r.read(&mut buf[..want])?;
+                    if n == 0 {
+                        return Err(io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            "stream blob ended early",
+                        ));
+                    }
+                    out.write_all(&buf[..n])?;
+                    left -= n as u64;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Drain the rest (a blob's digest is checked when it reaches its end).
+    fn finish(&mut self) -> io::Result<()> {
+        if let Source::Blob(r) = self {
+            io::copy(r, &mut io::sink())?;
+        }
+        Ok(())
+    }
+}
+
+/// Streams opened and verified, ready to write.
+pub struct PreparedStreams<'a> {
+    sources: [Source<'a>; 2],
+    chunks: &'a [u64],
+    pub bytes: u64,
+}
+
+/// Open (and verify) the stream blobs of `d`. Fails if a blob is missing or corrupt.
+pub fn prepare<'a>(store: &Store, d: &'a Decoded) -> Result<PreparedStreams<'a>, BlobError> {
+    let open = |inline: &'a [u8], blob: &Option<String>| -> Result<Source<'a>, BlobError> {
+        match blob {
+            None => Ok(Source::Inline(inline)),
+            Some(digest) => Ok(Source::Blob(Box::new(store.cas.open_verified(digest)?))),
+        }
+    };
+    Ok(PreparedStreams {
+        sources: [
+            open(&d.inline_stdout, &d.record.stdout.blob)?,
+            open(&d.inline_stderr, &d.record.stderr.blob)?,
+        ],
+        chunks: &d.record.chunks,
+        bytes: d.record.stdout.size + d.record.stderr.size,
+    })
+}
+
+impl PreparedStreams<'_> {
+    /// Write both streams to our stdout and stderr in the recorded order. A closed stdout or
+    /// stderr (a reader that went away) ends the replay quietly, as it would end the command.
+    pub fn write(mut self) -> io::Result<()> {
+        let mut sinks = [raw_fd_writer(1), raw_fd_writer(2)];
+        let mut buf = vec![0u8; 128 * 1024];
+        for &c in self.chunks {
+            let stream = (c & 1) as usize;
+            let len = c >> 1;
+            match self.sources[stream].copy(len, &mut *sinks[stream], &mut buf) {
+                Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(()),
+                other => other?,
+            }
+        }
+        for s in &mut self.sources {
+            s.finish()?;
+        }
+        Ok(())
+    }
+}

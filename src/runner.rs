@@ -1,0 +1,634 @@
+//! One `cachectl run`: key → lookup → replay on a hit; lock → run → store on a miss.
+//!
+//! The rule that shapes everything here (DESIGN.md invariant 1): a cache problem never changes
+//! the wrapped command's result. Every store, lock, key or replay failure becomes one warning on
+//! stderr and a plain run of the command, whose exit code is returned. Only usage errors, which
+//! are found before this module is reached, stop cachectl from running the command.
+
+use crate::clock::now_ms;
+use crate::config::RunOptions;
+use crate::exec::{self, Captured, Outcome, Spool};
+use crate::key::{ExeCheck, ExeIdentity, KEY_VERSION, KeyComponents};
+use crate::outputs::{self, Collected};
+use crate::paths::encode_os;
+use crate::replay;
+use crate::store::journal::Event;
+use crate::store::lock::{self, LockOutcome};
+use crate::store::record::{Decoded, Record, StreamRef};
+use crate::store::{Lookup, Store, StoreStatCaches};
+use crate::warn;
+use anyhow::{Context, Result};
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::fs::File;
+use std::io::Read;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+/// Set in the environment of a detached stale-refresh run.
+pub const REFRESH_ENV: &str = "CACHECTL_INTERNAL_REFRESH";
+
+/// Run `opts` through the cache rooted at `root`; returns the exit code to report.
+pub fn run(opts: &RunOptions, root: Option<PathBuf>, cwd: &Path) -> i32 {
+    let refresh = std::env::var_os(REFRESH_ENV).is_some();
+    let store = open_store(root);
+
+    // Hold a stale refresh to one process per key: a second refresher just leaves.
+    let mut force = opts.force;
+    let stdin_spool = if opts.stdin {
+        Some(read_stdin(store.as_ref()))
+    } else {
+        None
+    };
+    let stdin_digest = stdin_spool.as_ref().map(|(_, d)| d.clone());
+
+    let components = match compute_components(opts, cwd, store.as_ref(), stdin_digest) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            warn::once_err("key", "cannot compute the cache key", &e);
+            if let Some(s) = &store {
+                s.log(&Event::Error {
+                    ts: now_ms(),
+                    kind: "read".into(),
+                });
+            }
+            None
+        }
+    };
+    let key = components.as_ref().map(KeyComponents::key);
+    let stdin_file = || stdin_spool.as_ref().and_then(|(f, _)| f.try_clone().ok());
+
+    let _refresh_lock = if refresh {
+        force = true;
+        match (&store, &key) {
+            (Some(s), Some(k)) => match lock::try_acquire(&s.refresh_lock_path(k)) {
+                Ok(Some(l)) => Some(l),
+                _ => return 0,
+            },
+            _ => return 0,
+        }
+    } else {
+        None
+    };
+
+    let (Some(store), Some(components), Some(key)) = (store, components, key) else {
+        return run_plain(opts, cwd, stdin_file());
+    };
+
+    let why_miss;
+    if force {
+        why_miss = "forced";
+    } else {
+        match try_hit(opts, &store, &key, cwd) {
+            HitResult::Served(code) => {
+                explain(opts, &components, &key, "hit");
+                return code;
+            }
+            HitResult::Stale(code, d) => {
+                explain(
+                    opts,
+                    &components,
+                    &key,
+                    "hit (stale: refreshing in the background)",
+                );
+                spawn_refresh(&store, &d, stdin_spool.as_ref().map(|(f, _)| f));
+                return code;
+            }
+            HitResult::Miss(why) => why_miss = why,
+        }
+    }
+    explain(opts, &components, &key, &format!("miss ({why_miss})"));
+    if opts.verbose {
+        eprintln!("cachectl: miss {}", &key[..12]);
+    }
+    let miss = Event::Miss {
+        ts: now_ms(),
+        key: key.clone(),
+        cmd: opts.command_line.clone(),
+        ns: opts.namespace.clone(),
+    };
+    if opts.no_store {
+        store.log(&miss);
+        return run_plain(opts, cwd, stdin_file());
+    }
+    if let Err(e) = store.init() {
+        warn::once_err("write", "cannot write to the cache", &e);
+        return run_plain(opts, cwd, stdin_file());
+    }
+    store.log(&miss);
+
+    // Identical concurrent misses: one runs, the others wait here and then hit.
+    let _lock = match lock::acquire(&store.lock_path(&key), opts.lock_timeout) {
+        Ok(LockOutcome::Acquired(l)) => l,
+        Ok(LockOutcome::AcquiredAfterWait(l)) => {
+            if !force && let HitResult::Served(code) = try_hit(opts, &store, &key, cwd) {
+                return code;
+            }
+            l
+        }
+        Ok(LockOutcome::TimedOut) => {
+            warn::once(
+                "lock",
+                format_args!(
+                    "another cachectl has been running this command for over {}; running without the cache",
+                    humantime::format_duration(opts.lock_timeout)
+                ),
+            );
+            store.log(&Event::Error {
+                ts: now_ms(),
+                kind: "lock_timeout".into(),
+            });
+            return run_plain(opts, cwd, stdin_file());
+        }
+        Err(e) => {
+            warn::once(
+                "lock",
+                format_args!("cannot lock the cache entry: {e}; running without the cache"),
+            );
+            store.log(&Event::Error {
+                ts: now_ms(),
+                kind: "write".into(),
+            });
+            return run_plain(opts, cwd, stdin_file());
+        }
+    };
+
+    let captured = match exec::run_captured(&opts.argv, cwd, stdin_file(), Some(store.tmp.clone()))
+    {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{}", e.message());
+            return e.exit_code();
+        }
+    };
+    let code = captured.outcome.exit_code();
+    match uncacheable_reason(opts, &captured) {
+        Some(reason) => store.log(&Event::Uncacheable {
+            ts: now_ms(),
+            key: key.clone(),
+            cmd: opts.command_line.clone(),
+            ns: opts.namespace.clone(),
+            reason: reason.to_owned(),
+        }),
+        None => {
+            if let Err(e) = store_result(opts, &store, &key, components, captured, cwd) {
+                warn::once("store", format_args!("cannot store the result: {e:#}"));
+                store.log(&Event::Error {
+                    ts: now_ms(),
+                    kind: "write".into(),
+                });
+            }
+        }
+    }
+    code
+}
+
+/// Open the store if there is a usable cache directory (warning once if not).
+fn open_store(root: Option<PathBuf>) -> Option<Store> {
+    let Some(root) = root else {
+        warn::once(
+            "dir",
+            "no cache directory (set CACHECTL_DIR or HOME); running without the cache",
+        );
+        return None;
+    };
+    let store = Store::at(root);
+    match store.check_safe() {
+        Ok(()) => Some(store),
+        Err(e) => {
+            warn::once("dir", format_args!("{e:#}; running without the cache"));
+            None
+        }
+    }
+}
+
+fn run_plain(opts: &RunOptions, cwd: &Path, stdin: Option<File>) -> i32 {
+    match exec::run_plain(&opts.argv, cwd, stdin) {
+        Ok(outcome) => outcome.exit_code(),
+        Err(e) => {
+            eprintln!("{}", e.message());
+            e.exit_code()
+        }
+    }
+}
+
+/// Read all of stdin into a spool (a file in the store's tmp dir when large), hashing it.
+fn read_stdin(store: Option<&Store>) -> (File, String) {
+    let dir = store.filter(|s| s.init().is_ok()).map(|s| s.tmp.clone());
+    let mut spool = Spool::new(dir);
+    let mut hasher = blake3::Hasher::new();
+    let mut buf = vec![0u8; 128 * 1024];
+    let mut input = std::io::stdin().lock();
+    loop {
+        match input.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                hasher.update(&buf[..n]);
+                spool.write(&buf[..n]);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+    let digest = hasher.finalize().to_hex().to_string();
+    let file = spool
+        .into_file()
+        .or_else(|_| File::open("/dev/null"))
+        .expect("/dev/null can be opened");
+    (file, digest)
+}
+
+/// Resolve the program as `execvp` would: a path with `/` relative to `cwd`, else through PATH.
+pub fn resolve_exe(program: &OsString, cwd: &Path) -> Option<PathBuf> {
+    let is_exec = |p: &Path| {
+        std::fs::metadata(p)
+            .map(|m| m.is_file() && m.mode() & 0o111 != 0)
+            .unwrap_or(false)
+    };
+    if program.as_bytes().contains(&b'/') {
+        let p = cwd.join(crate::paths::normalize(Path::new(program)));
+        return is_exec(&p).then_some(p);
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| {
+            if dir.as_os_str().is_empty() {
+                cwd.join(program)
+            } else {
+                cwd.join(dir).join(program)
+            }
+        })
+        .find(|p| is_exec(p))
+}
+
+/// Every component of the key for this run.
+pub fn compute_components(
+    opts: &RunOptions,
+    cwd: &Path,
+    store: Option<&Store>,
+    stdin: Option<String>,
+) -> Result<KeyComponents> {
+    let caches = StoreStatCaches(store);
+    let exe = match resolve_exe(&opts.argv[0], cwd) {
+        None => None,
+        Some(path) => {
+            let shown = encode_os(path.as_os_str());
+            let digest = match opts.exe_check {
+                ExeCheck::Content => {
+                    let id = blake3::hash(path.as_os_str().as_bytes())
+                        .to_hex()
+                        .to_string();
+                    crate::inputs::digest_with_cache(&path, &id, &caches)?
+                }
+                ExeCheck::Mtime => {
+                    let m = std::fs::metadata(&path)
+                        .with_context(|| format!("reading {}", path.display()))?;
+                    let stamp = format!("{shown}\0{}\0{}.{}", m.size(), m.mtime(), m.mtime_nsec());
+                    blake3::hash(stamp.as_bytes()).to_hex().to_string()
+                }
+                ExeCheck::None => String::new(),
+            };
+            Some(ExeIdentity {
+                path: shown,
+                check: opts.exe_check,
+                digest,
+            })
+        }
+    };
+    let mut env = BTreeMap::new();
+    for pattern in &opts.env {
+        if pattern.contains(['*', '?', '[']) {
+            let glob = globset::Glob::new(pattern)
+                .with_context(|| format!("invalid env glob `{pattern}`"))?
+                .compile_matcher();
+            for (name, value) in std::env::vars_os() {
+                if glob.is_match(name.to_string_lossy().as_ref()) {
+                    env.insert(
+                        encode_os(&name),
+                        Some(blake3::hash(value.as_bytes()).to_hex().to_string()),
+                    );
+                }
+            }
+        } else {
+            let value =
+                std::env::var_os(pattern).map(|v| blake3::hash(v.as_bytes()).to_hex().to_string());
+            env.insert(pattern.clone(), value);
+        }
+    }
+    let inputs = crate::inputs::collect(cwd, &opts.inputs, &caches)?;
+    Ok(KeyComponents {
+        version: KEY_VERSION,
+        namespace: opts.namespace.clone(),
+        salt: opts.salt.clone(),
+        argv: opts.argv.iter().map(|a| encode_os(a)).collect(),
+        cwd: opts.key_cwd.then(|| encode_os(cwd.as_os_str())),
+        exe,
+        env_patterns: opts.env.clone(),
+        env,
+        input_patterns: opts.inputs.clone(),
+        inputs,
+        stdin,
+    })
+}
+
+enum HitResult {
+    Served(i32),
+    /// Served, but older than `--stale`: refresh in the background.
+    Stale(i32, Box<Decoded>),
+    Miss(&'static str),
+}
+
+/// Look `key` up and, if a fresh entry verifies, replay it.
+fn try_hit(opts: &RunOptions, store: &Store, key: &str, cwd: &Path) -> HitResult {
+    let d = match store.lookup(key) {
+        Ok(Lookup::Found(d)) => d,
+        Ok(Lookup::Missing) => return HitResult::Miss("no entry"),
+        Ok(Lookup::Corrupt(e)) => {
+            warn::once(
+                "corrupt",
+                format_args!("dropped a corrupt cache entry ({e}); running the command"),
+            );
+            store.log(&Event::Error {
+                ts: now_ms(),
+                kind: "corrupt".into(),
+            });
+            return HitResult::Miss("corrupt entry");
+        }
+        Err(e) => {
+            warn::once(
+                "read",
+                format_args!("cannot read the cache: {e}; running the command"),
+            );
+            store.log(&Event::Error {
+                ts: now_ms(),
+                kind: "read".into(),
+            });
+            return HitResult::Miss("unreadable entry");
+        }
+    };
+    let age = now_ms().saturating_sub(d.record.created_ms);
+    if let Some(ttl) = opts.ttl
+        && age > ttl.as_millis() as u64
+    {
+        return HitResult::Miss("expired");
+    }
+    let code = match serve(store, cwd, &d) {
+        Ok(code) => code,
+        Err(e) => {
+            warn::once(
+                "corrupt",
+                format_args!(
+                    "dropped a cache entry that cannot be replayed ({e:#}); running the command"
+                ),
+            );
+            store.log(&Event::Error {
+                ts: now_ms(),
+                kind: "corrupt".into(),
+            });
+            store.remove_record(key);
+            return HitResult::Miss("entry could not be replayed");
+        }
+    };
+    let bytes = d.record.stdout.size
+        + d.record.stderr.size
+        + d.record.outputs.iter().map(|o| o.size).sum::<u64>();
+    store.log(&Event::Hit {
+        ts: now_ms(),
+        key: key.to_owned(),
+        saved_ms: d.record.duration_ms,
+        bytes,
+    });
+    if opts.verbose {
+        eprintln!(
+            "cachectl: hit {} (saved {})",
+            &key[..12],
+            format_ms(d.record.duration_ms)
+        );
+    }
+    match opts.stale {
+        Some(stale) if age > stale.as_millis() as u64 => HitResult::Stale(code, d),
+        _ => HitResult::Served(code),
+    }
+}
+
+/// Replay an entry: verify stream blobs, restore outputs (all or nothing), write the streams.
+fn serve(store: &Store, cwd: &Path, d: &Decoded) -> Result<i32> {
+    let streams = replay::prepare(store, d)?;
+    outputs::restore(store, cwd, &d.record.outputs)?;
+    streams.write().context("replaying output")?;
+    Ok(d.record.exit_code)
+}
+
+fn uncacheable_reason(opts: &RunOptions, c: &Captured) -> Option<&'static str> {
+    if c.interrupted {
+        return Some("interrupted");
+    }
+    match c.outcome {
+        Outcome::Signaled(_) => return Some("signal"),
+        Outcome::Exited(0) => {}
+        Outcome::Exited(_) if opts.cache_failures => {}
+        Outcome::Exited(_) => return Some("non_zero_exit"),
+    }
+    for s in [&c.stdout, &c.stderr] {
+        if let Some(e) = &s.broken {
+            warn::once(
+                "capture",
+                format_args!("cannot capture the command's output: {e}; not stored"),
+            );
+            return Some("capture_failed");
+        }
+    }
+    None
+}
+
+/// Store a finished run: output blobs and stream blobs first, the record last.
+fn store_result(
+    opts: &RunOptions,
+    store: &Store,
+    key: &str,
+    components: KeyComponents,
+    mut c: Captured,
+    cwd: &Path,
+) -> Result<()> {
+    let level = opts.compression_level;
+    let mut bytes = 0;
+    let outputs = if c.outcome == Outcome::Exited(0) {
+        match outputs::collect(store, cwd, &opts.outputs, level)? {
+            Collected::Stored { entries, bytes: b } => {
+                bytes += b;
+                entries
+            }
+            Collected::Uncacheable(why) => {
+                warn::once("output", format_args!("{why}; not stored"));
+                store.log(&Event::Uncacheable {
+                    ts: now_ms(),
+                    key: key.to_owned(),
+                    cmd: opts.command_line.clone(),
+                    ns: opts.namespace.clone(),
+                    reason: "missing_output".into(),
+                });
+                return Ok(());
+            }
+        }
+    } else {
+        Vec::new()
+    };
+    let mut stream_ref = |s: &mut Spool| -> Result<StreamRef> {
+        if s.inline().is_some() {
+            return Ok(StreamRef {
+                size: s.size,
+                blob: None,
+            });
+        }
+        let put = store
+            .cas
+            .put_reader(&store.tmp, &mut s.reader()?, level)
+            .context("storing captured output")?;
+        bytes += put.stored_bytes;
+        Ok(StreamRef {
+            size: put.size,
+            blob: Some(put.digest),
+        })
+    };
+    let stdout = stream_ref(&mut c.stdout)?;
+    let stderr = stream_ref(&mut c.stderr)?;
+    let record = Record {
+        key: key.to_owned(),
+        command: opts.command_line.clone(),
+        cwd: encode_os(cwd.as_os_str()),
+        namespace: opts.namespace.clone(),
+        tags: opts.tags.clone(),
+        created_ms: now_ms(),
+        duration_ms: c.duration_ms,
+        exit_code: c.outcome.exit_code(),
+        stdout,
+        stderr,
+        chunks: std::mem::take(&mut c.chunks),
+        outputs,
+        components,
+    };
+    bytes += store.write_record(
+        &record,
+        c.stdout.inline().unwrap_or_default(),
+        c.stderr.inline().unwrap_or_default(),
+    )?;
+    store.log(&Event::Store {
+        ts: now_ms(),
+        key: key.to_owned(),
+        cmd: opts.command_line.clone(),
+        ns: opts.namespace.clone(),
+        bytes,
+        duration_ms: c.duration_ms,
+    });
+    Ok(())
+}
+
+/// Start a detached `cachectl` that re-runs this command (same arguments, `--force` semantics)
+/// and stores the fresh result. Its stdio is detached; stdin is a copy of ours with `--stdin`.
+fn spawn_refresh(store: &Store, d: &Decoded, stdin: Option<&File>) {
+    use std::os::unix::process::CommandExt;
+    let Ok(exe) = std::env::current_exe() else {
+        return;
+    };
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args(std::env::args_os().skip(1))
+        .env(REFRESH_ENV, &d.record.key)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    match stdin.and_then(|f| f.try_clone().ok()) {
+        Some(f) => cmd.stdin(f),
+        None => cmd.stdin(std::process::Stdio::null()),
+    };
+    // SAFETY: setsid is async-signal-safe; it detaches the refresh from our terminal and
+    // process group so that a ^C meant for the foreground job does not kill it.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    if let Err(e) = cmd.spawn() {
+        warn::once(
+            "refresh",
+            format_args!("cannot start a background refresh: {e}"),
+        );
+        store.log(&Event::Error {
+            ts: now_ms(),
+            kind: "refresh".into(),
+        });
+    }
+}
+
+fn format_ms(ms: u64) -> String {
+    if ms < 1000 {
+        format!("{ms}ms")
+    } else {
+        format!("{:.1}s", ms as f64 / 1000.0)
+    }
+}
+
+/// `--explain`: each component with its digest, and the verdict.
+fn explain(opts: &RunOptions, c: &KeyComponents, key: &str, verdict: &str) {
+    if !opts.explain {
+        return;
+    }
+    let mut out = format!("cachectl: key {key} ({verdict})\n");
+    for rule in &opts.matched_rules {
+        out.push_str(&format!("  rule      {rule}\n"));
+    }
+    for (name, digest) in c.component_digests() {
+        let detail = match name {
+            "namespace" => c.namespace.clone(),
+            "salt" => format!("{:?}", c.salt),
+            "argv" => opts.command_line.clone(),
+            "cwd" => c
+                .cwd
+                .as_deref()
+                .map(crate::paths::display_encoded)
+                .unwrap_or_else(|| "(not keyed: --no-cwd)".into()),
+            "exe" => match &c.exe {
+                Some(e) => format!(
+                    "{} ({})",
+                    crate::paths::display_encoded(&e.path),
+                    e.check.as_str()
+                ),
+                None => "(not found)".into(),
+            },
+            "env" => format!("{} variable(s)", c.env.len()),
+            "inputs" => format!("{} path(s)", c.inputs.len()),
+            "stdin" => {
+                if c.stdin.is_some() {
+                    "hashed".into()
+                } else {
+                    "(not keyed: /dev/null)".into()
+                }
+            }
+            _ => String::new(),
+        };
+        out.push_str(&format!("  {name:<9} {}  {detail}\n", &digest[..12]));
+        if name == "env" {
+            for (k, v) in &c.env {
+                let v = v.as_deref().map(|d| &d[..12]).unwrap_or("unset");
+                out.push_str(&format!("      {k} = {v}\n"));
+            }
+        }
+        if name == "inputs" {
+            for (p, st) in &c.inputs {
+                let d = if st.digest.is_empty() {
+                    "-"
+                } else {
+                    &st.digest[..12]
+                };
+                out.push_str(&format!(
+                    "      {:?} {}{}  {}\n",
+                    st.kind,
+                    d,
+                    if st.exec { " +x" } else { "" },
+                    crate::paths::display_encoded(p)
+                ));
+            }
+        }
+    }
+    eprint!("{out}");
+}

@@ -1,0 +1,215 @@
+//! The local store.
+//!
+//! ```text
+//! $CACHECTL_DIR (or $XDG_CACHE_HOME/cachectl, or ~/.cache/cachectl), mode 0700
+//! ├── CACHEDIR.TAG, .gitignore   so backup tools and git leave the cache alone
+//! ├── ac-v1/ab/<key>             one record per key (record.rs), checksummed
+//! ├── cas-v1/ab/<digest>         zstd blobs named by blake3 of their content (cas.rs)
+//! ├── stat-v1/ab/<id>            stat caches for input patterns and executables (statcache.rs)
+//! ├── locks-v1/ab/<key>          per-key flock files (lock.rs)
+//! ├── tmp/                       temp files, renamed into place (same filesystem)
+//! └── journal-v1.log             appended usage events (journal.rs)
+//! ```
+//!
+//! Files are the truth. Every write is temp-then-rename; a record is written only after all the
+//! blobs it references are in place, so a crash (even kill -9) at any point leaves either the old
+//! state or the new one. Readers verify checksums and treat any mismatch as a miss (and drop the
+//! record). The format version is in each folder name: a future format gets new folders, and old
+//! ones are pruned, never migrated.
+//!
+//! The hit path touches exactly: the stat caches of the declared inputs and executable, one
+//! record file, the blobs it references, and one append to the journal. No directory scan, no
+//! index, no lock.
+
+pub mod cas;
+pub mod fsutil;
+pub mod journal;
+pub mod lock;
+pub mod record;
+
+use crate::inputs::StatCacheDir;
+use anyhow::{Context, Result, bail};
+use cas::Cas;
+use fsutil::fanout;
+use record::{Decoded, Record, RecordError};
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::path::PathBuf;
+
+const CACHEDIR_TAG: &str = "Signature: 8a477f597d28d172789f06886806bc55\n\
+# This file is a cache directory tag created by cachectl.\n\
+# For information about cache directory tags see https://bford.info/cachedir/\n";
+
+pub struct Store {
+    pub root: PathBuf,
+    pub ac: PathBuf,
+    pub cas: Cas,
+    pub stat: PathBuf,
+    pub locks: PathBuf,
+    pub tmp: PathBuf,
+    pub journal: PathBuf,
+}
+
+/// The default cache directory: `$XDG_CACHE_HOME/cachectl`, else `~/.cache/cachectl`.
+pub fn default_root() -> Option<PathBuf> {
+    if let Some(x) = std::env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty()) {
+        let p = PathBuf::from(x);
+        if p.is_absolute() {
+            return Some(p.join("cachectl"));
+        }
+    }
+    let home = std::env::var_os("HOME").filter(|v| !v.is_empty())?;
+    Some(PathBuf::from(home).join(".cache").join("cachectl"))
+}
+
+/// Outcome of looking a key up.
+pub enum Lookup {
+    Found(Box<Decoded>),
+    Missing,
+    /// The record existed but did not verify; it has been removed.
+    Corrupt(RecordError),
+}
+
+impl Store {
+    /// Describe the store at `root` (no I/O).
+    pub fn at(root: PathBuf) -> Store {
+        Store {
+            ac: root.join("ac-v1"),
+            cas: Cas {
+                dir: root.join("cas-v1"),
+            },
+            stat: root.join("stat-v1"),
+            locks: root.join("locks-v1"),
+            tmp: root.join("tmp"),
+            journal: root.join("journal-v1.log"),
+            root,
+        }
+    }
+
+    /// Refuse a cache directory another user could tamper with: owned by someone else, or
+    /// writable by everyone. A missing directory is fine (it will be created 0700).
+    pub fn check_safe(&self) -> Result<()> {
+        let meta = match std::fs::metadata(&self.root) {
+            Ok(m) => m,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", self.root.display())),
+        };
+        // SAFETY: geteuid has no preconditions.
+        let uid = unsafe { libc::geteuid() };
+        if meta.uid() != uid {
+            bail!(
+                "cache directory {} is owned by another user (uid {}); fix: use --dir or CACHECTL_DIR to pick your own",
+                self.root.display(),
+                meta.uid()
+            );
+        }
+        if meta.mode() & 0o002 != 0 {
+            bail!(
+                "cache directory {} is writable by everyone; fix: chmod 700 {}",
+                self.root.display(),
+                self.root.display()
+            );
+        }
+        Ok(())
+    }
+
+    /// Create the directory tree (0700) and its tags if missing. Needed before any write.
+    pub fn init(&self) -> Result<()> {
+        let tag = self.root.join("CACHEDIR.TAG");
+        if tag.is_file() && self.tmp.is_dir() {
+            return Ok(());
+        }
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.root)
+            .with_context(|| format!("creating cache directory {}", self.root.display()))?;
+        for d in [&self.ac, &self.cas.dir, &self.stat, &self.locks, &self.tmp] {
+            std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+        }
+        fsutil::write_atomic(&self.root.join(".gitignore"), &self.tmp, b"*\n")
+            .with_context(|| format!("writing {}", self.root.display()))?;
+        fsutil::write_atomic(&tag, &self.tmp, CACHEDIR_TAG.as_bytes())
+            .with_context(|| format!("writing {}", tag.display()))?;
+        Ok(())
+    }
+
+    pub fn record_path(&self, key: &str) -> PathBuf {
+        fanout(&self.ac, key)
+    }
+
+    pub fn lock_path(&self, key: &str) -> PathBuf {
+        fanout(&self.locks, key)
+    }
+
+    pub fn refresh_lock_path(&self, key: &str) -> PathBuf {
+        let mut p = fanout(&self.locks, key);
+        p.set_extension("refresh");
+        p
+    }
+
+    /// Read and verify the record for `key`. A record that fails verification is removed.
+    pub fn lookup(&self, key: &str) -> io::Result<Lookup> {
+        let path = self.record_path(key);
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Lookup::Missing),
+            Err(e) => return Err(e),
+        };
+        match record::decode(&bytes) {
+            Ok(d) if d.record.key == key => Ok(Lookup::Found(Box::new(d))),
+            Ok(_) => {
+                let _ = std::fs::remove_file(&path);
+                Ok(Lookup::Corrupt(RecordError::Malformed))
+            }
+            Err(e) => {
+                let _ = std::fs::remove_file(&path);
+                Ok(Lookup::Corrupt(e))
+            }
+        }
+    }
+
+    /// Drop the record for `key` (its blobs are left for gc: other records may share them).
+    pub fn remove_record(&self, key: &str) {
+        let _ = std::fs::remove_file(self.record_path(key));
+    }
+
+    /// Write a record atomically (its blobs must already be stored). Returns the bytes written.
+    pub fn write_record(
+        &self,
+        rec: &Record,
+        inline_stdout: &[u8],
+        inline_stderr: &[u8],
+    ) -> Result<u64> {
+        let bytes = record::encode(rec, inline_stdout, inline_stderr);
+        fsutil::write_atomic(&self.record_path(&rec.key), &self.tmp, &bytes)
+            .with_context(|| format!("writing record in {}", self.ac.display()))?;
+        Ok(bytes.len() as u64)
+    }
+
+    /// Append a usage event; a failure is worth one warning, never an error.
+    pub fn log(&self, event: &journal::Event) {
+        match journal::append(&self.journal, event) {
+            Ok(()) => {}
+            // The store was never created (a --no-store lookup on an empty cache): nothing to
+            // record usage against.
+            Err(e) if e.kind() == io::ErrorKind::NotFound && !self.root.exists() => {}
+            Err(e) => crate::warn::once(
+                "journal",
+                format_args!("cannot record usage in {}: {e}", self.journal.display()),
+            ),
+        }
+    }
+}
+
+/// The store as the place where stat caches live.
+pub struct StoreStatCaches<'a>(pub Option<&'a Store>);
+
+impl StatCacheDir for StoreStatCaches<'_> {
+    fn stat_cache_file(&self, id: &str) -> Option<PathBuf> {
+        self.0.map(|s| fanout(&s.stat, id))
+    }
+    fn tmp_dir(&self) -> Option<PathBuf> {
+        self.0.filter(|s| s.tmp.is_dir()).map(|s| s.tmp.clone())
+    }
+}

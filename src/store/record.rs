@@ -1,0 +1,223 @@
+//! Action-cache records: `ac-v1/ab/<key>`, one per key.
+//!
+//! File format: `CCREC001` · blake3 of the rest (32 bytes) · body length (u32 LE) · JSON body
+//! ([`Record`]) · inline stdout bytes · inline stderr bytes. The checksum covers everything after
+//! it, so a truncated or flipped record is detected and treated as a miss. JSON keeps the record
+//! readable with ordinary tools (`show` prints it); the raw inline streams avoid escaping costs on
+//! the hit path.
+
+use crate::key::KeyComponents;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+const MAGIC: &[u8; 8] = b"CCREC001";
+const HEADER: usize = 8 + 32 + 4;
+
+/// Where a captured stream's bytes live.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct StreamRef {
+    pub size: u64,
+    /// `None`: inline in the record file. `Some(digest)`: a CAS blob.
+    pub blob: Option<String>,
+}
+
+/// A restored output path.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct OutputEntry {
+    /// Relative to the working directory, encoded with `paths::encode_os`.
+    pub path: String,
+    pub kind: OutputKind,
+    /// Permission bits (files and dirs).
+    #[serde(default)]
+    pub mode: u32,
+    /// Content digest (files).
+    #[serde(default)]
+    pub digest: String,
+    #[serde(default)]
+    pub size: u64,
+    /// Link text (symlinks), encoded.
+    #[serde(default)]
+    pub target: String,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum OutputKind {
+    File,
+    Dir,
+    Symlink,
+}
+
+/// Everything stored for one key.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct Record {
+    pub key: String,
+    /// The command line as matched by rules and `ls`.
+    pub command: String,
+    /// Absolute working directory the entry was made in (informational: it is keyed only
+    /// without `--no-cwd`).
+    pub cwd: String,
+    pub namespace: String,
+    pub tags: Vec<String>,
+    pub created_ms: u64,
+    pub duration_ms: u64,
+    pub exit_code: i32,
+    pub stdout: StreamRef,
+    pub stderr: StreamRef,
+    /// Interleaving of the two streams as captured: each value is `len << 1 | stream` with
+    /// stream 0 = stdout, 1 = stderr; consecutive chunks of one stream are merged.
+    pub chunks: Vec<u64>,
+    pub outputs: Vec<OutputEntry>,
+    pub components: KeyComponents,
+}
+
+impl Record {
+    /// Blobs this record references (streams and output files).
+    pub fn blobs(&self) -> impl Iterator<Item = &str> {
+        self.stdout
+            .blob
+            .as_deref()
+            .into_iter()
+            .chain(self.stderr.blob.as_deref())
+            .chain(
+                self.outputs
+                    .iter()
+                    .filter(|o| o.kind == OutputKind::File)
+                    .map(|o| o.digest.as_str()),
+            )
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum RecordError {
+    #[error("record is truncated or not a cachectl record")]
+    Malformed,
+    #[error("record checksum does not match")]
+    Checksum,
+    #[error("record body is invalid: {0}")]
+    Body(#[from] serde_json::Error),
+}
+
+/// A decoded record with its inline stream bytes.
+#[derive(Debug)]
+pub struct Decoded {
+    pub record: Record,
+    pub inline_stdout: Vec<u8>,
+    pub inline_stderr: Vec<u8>,
+}
+
+pub fn encode(record: &Record, inline_stdout: &[u8], inline_stderr: &[u8]) -> Vec<u8> {
+    let body = serde_json::to_vec(record).expect("a record always serialises");
+    let mut out =
+        Vec::with_capacity(HEADER + body.len() + inline_stdout.len() + inline_stderr.len());
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&[0u8; 32]);
+    out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    out.extend_from_slice(&body);
+    out.extend_from_slice(inline_stdout);
+    out.extend_from_slice(inline_stderr);
+    let sum = blake3::hash(&out[40..]);
+    out[8..40].copy_from_slice(sum.as_bytes());
+    out
+}
+
+pub fn decode(bytes: &[u8]) -> Result<Decoded, RecordError> {
+    if bytes.len() < HEADER || &bytes[..8] != MAGIC {
+        return Err(RecordError::Malformed);
+    }
+    if blake3::hash(&bytes[40..]).as_bytes() != &bytes[8..40] {
+        return Err(RecordError::Checksum);
+    }
+    let body_len = u32::from_le_bytes(bytes[40..44].try_into().expect("4 bytes")) as usize;
+    let body = bytes
+        .get(HEADER..HEADER + body_len)
+        .ok_or(RecordError::Malformed)?;
+    let record: Record = serde_json::from_slice(body)?;
+    let rest = &bytes[HEADER + body_len..];
+    let out_len = if record.stdout.blob.is_none() {
+        record.stdout.size as usize
+    } else {
+        0
+    };
+    let err_len = if record.stderr.blob.is_none() {
+        record.stderr.size as usize
+    } else {
+        0
+    };
+    if rest.len() != out_len + err_len {
+        return Err(RecordError::Malformed);
+    }
+    Ok(Decoded {
+        inline_stdout: rest[..out_len].to_vec(),
+        inline_stderr: rest[out_len..].to_vec(),
+        record,
+    })
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::key::{KEY_VERSION, KeyComponents};
+    use std::collections::BTreeMap;
+
+    pub fn sample() -> Record {
+        Record {
+            key: "ab".repeat(32),
+            command: "echo hi".into(),
+            cwd: "/w".into(),
+            namespace: "default".into(),
+            tags: vec!["t".into()],
+            created_ms: 1_700_000_000_000,
+            duration_ms: 1500,
+            exit_code: 0,
+            stdout: StreamRef {
+                size: 3,
+                blob: None,
+            },
+            stderr: StreamRef {
+                size: 2,
+                blob: None,
+            },
+            chunks: vec![2 << 1, (2 << 1) | 1, 1 << 1],
+            outputs: vec![],
+            components: KeyComponents {
+                version: KEY_VERSION,
+                namespace: "default".into(),
+                salt: String::new(),
+                argv: vec!["echo".into(), "hi".into()],
+                cwd: None,
+                exe: None,
+                env_patterns: vec![],
+                env: BTreeMap::new(),
+                input_patterns: vec![],
+                inputs: BTreeMap::new(),
+                stdin: None,
+            },
+        }
+    }
+
+    #[test]
+    fn round_trip() {
+        let bytes = encode(&sample(), b"hi\n", b"e\n");
+        let d = decode(&bytes).unwrap();
+        assert_eq!(d.record, sample());
+        assert_eq!(d.inline_stdout, b"hi\n");
+        assert_eq!(d.inline_stderr, b"e\n");
+    }
+
+    #[test]
+    fn every_flip_and_truncation_is_detected() {
+        let bytes = encode(&sample(), b"hi\n", b"e\n");
+        for i in 0..bytes.len() {
+            let mut b = bytes.clone();
+            b[i] ^= 0x01;
+            assert!(decode(&b).is_err(), "flip at {i} not detected");
+        }
+        for len in 0..bytes.len() {
+            assert!(
+                decode(&bytes[..len]).is_err(),
+                "truncation to {len} not detected"
+            );
+        }
+    }
+}
