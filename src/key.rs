@@ -120,6 +120,9 @@ pub struct KeyComponents {
     pub input_patterns: Vec<String>,
     /// Relative (as declared) path → state.
     pub inputs: BTreeMap<String, InputState>,
+    /// Declared output paths, normalised. Keyed because they decide what an entry holds: an
+    /// entry stored without `-o out` must not satisfy a run that expects `out` restored.
+    pub outputs: Vec<String>,
     /// Digest of stdin with `--stdin`.
     pub stdin: Option<Digest>,
 }
@@ -214,6 +217,10 @@ impl KeyComponents {
         }
         out.push(("inputs", c.finish()));
 
+        let mut c = Canon::new("outputs");
+        c.list(self.outputs.iter());
+        out.push(("outputs", c.finish()));
+
         let mut c = Canon::new("stdin");
         c.opt(self.stdin.as_deref());
         out.push(("stdin", c.finish()));
@@ -272,6 +279,7 @@ mod tests {
             env,
             input_patterns: vec!["img.png".to_owned(), "missing".to_owned()],
             inputs,
+            outputs: vec!["thumbs/img.png".to_owned()],
             stdin: None,
         }
     }
@@ -282,7 +290,7 @@ mod tests {
     fn golden_key() {
         assert_eq!(
             sample().key(),
-            "8e3b458ae6b5029cf3237c365d900cb5f5d86781d1af0b4c17922a1388cc1372"
+            "73d638125a401dc588b3709f9de25041b5bad3e5d01aac93185ef26e747fcad5"
         );
     }
 
@@ -324,6 +332,7 @@ mod tests {
             Box::new(|k| k.input_patterns.push("y".into())),
             Box::new(|k| k.inputs.get_mut("img.png").unwrap().exec = true),
             Box::new(|k| k.stdin = Some(hex_digest(b""))),
+            Box::new(|k| k.outputs.clear()),
             Box::new(|k| k.version += 1),
         ];
         for edit in edits {

@@ -328,6 +328,11 @@ pub fn compute_components(
         env,
         input_patterns: opts.inputs.clone(),
         inputs,
+        outputs: opts
+            .outputs
+            .iter()
+            .map(|o| encode_os(o.as_os_str()))
+            .collect(),
         stdin,
     })
 }
@@ -367,6 +372,10 @@ fn try_hit(opts: &RunOptions, store: &Store, key: &str, cwd: &Path) -> HitResult
             return HitResult::Miss("unreadable entry");
         }
     };
+    if d.record.exit_code != 0 && !opts.cache_failures {
+        // Stored by a run that asked for failures to be cached; this one did not.
+        return HitResult::Miss("stored failure, and --cache-failures is not set");
+    }
     let age = now_ms().saturating_sub(d.record.created_ms);
     if let Some(ttl) = opts.ttl
         && age > ttl.as_millis() as u64

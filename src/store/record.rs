@@ -191,6 +191,7 @@ pub(crate) mod tests {
                 env: BTreeMap::new(),
                 input_patterns: vec![],
                 inputs: BTreeMap::new(),
+                outputs: vec![],
                 stdin: None,
             },
         }
