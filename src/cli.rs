@@ -32,6 +32,42 @@ pub enum Command {
     /// Run a command through the cache (replay on a hit, run and store on a miss)
     #[command(after_help = RUN_EXAMPLES)]
     Run(RunArgs),
+    /// Counters (hits, misses, time saved), store size, per-command breakdown, daily history
+    #[command(
+        after_help = "Examples:\n  cachectl stats\n  cachectl stats --by namespace --since 7d\n  cachectl stats --json | jq .hit_rate"
+    )]
+    Stats(StatsArgs),
+    /// Evict entries by least-recent use and age, then delete what nothing references
+    #[command(
+        after_help = "Examples:\n  cachectl gc                       # down to max_size (config; default 5 GiB)\n  cachectl gc --max-size 500MiB --dry-run\n  cachectl gc --max-age 30d"
+    )]
+    Gc(GcArgs),
+    /// Remove the entries a selection names (selectors combine with AND)
+    #[command(
+        after_help = "Examples:\n  cachectl invalidate './resize *'\n  cachectl invalidate --input src/config.h\n  cachectl invalidate --namespace ci --older-than 7d --dry-run\n  cachectl invalidate --all"
+    )]
+    Invalidate(InvalidateArgs),
+    /// Re-hash every blob, decode every record, check references and the index
+    #[command(
+        after_help = "Examples:\n  cachectl verify\n  cachectl verify --fix\n  cachectl verify --sample 100"
+    )]
+    Verify(VerifyArgs),
+    /// List entries
+    #[command(
+        after_help = "Examples:\n  cachectl ls\n  cachectl ls 'gcc *' --sort size\n  cachectl ls --json | jq '.[0].key'"
+    )]
+    Ls(LsArgs),
+    /// Show everything stored for one entry
+    #[command(
+        after_help = "Examples:\n  cachectl show 3f2a9c\n  cachectl show 3f2a9c --stdout > saved-output.txt"
+    )]
+    Show(ShowArgs),
+    /// Compute a command's key without running it: hit or miss, and on a miss what differs
+    /// from the most similar stored entry
+    #[command(
+        after_help = "Examples:\n  cachectl explain -- ./resize img.png\n  cachectl explain -i a.c -e CC -- gcc -c a.c -o a.o\n  cachectl explain --json -- make | jq .hit"
+    )]
+    Explain(ExplainArgs),
     /// Show the resolved configuration and where each value comes from
     #[command(
         after_help = "Examples:\n  cachectl config\n  cachectl config -- ./resize img.png   # which [[rule]]s apply to this command"
@@ -126,6 +162,147 @@ pub struct RunArgs {
         value_name = "COMMAND"
     )]
     pub command: Vec<OsString>,
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    crate::config::parse_size(s)
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default)]
+pub enum ByArg {
+    #[default]
+    Command,
+    Namespace,
+}
+
+#[derive(Args, Debug)]
+pub struct StatsArgs {
+    /// Print JSON (stable schema, see docs/commands.md)
+    #[arg(long)]
+    pub json: bool,
+    /// Group the breakdown by command line or namespace
+    #[arg(long, value_enum, default_value_t = ByArg::Command)]
+    pub by: ByArg,
+    /// Count only activity within this long ago (hour granularity), e.g. 7d
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub since: Option<Duration>,
+    /// Zero the counters (entries are kept)
+    #[arg(long)]
+    pub reset: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct GcArgs {
+    /// Evict least-recently-used entries until the cache is at most this big (500MiB, 5G; a bare
+    /// number is bytes) [default: max_size from config]
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub max_size: Option<u64>,
+    /// Evict entries unused for longer than this, e.g. 30d
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub max_age: Option<Duration>,
+    /// Print what would be removed, remove nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print JSON
+    #[arg(long)]
+    pub json: bool,
+    /// Started by a store that found the cache over max_size: skip if another gc runs, and
+    /// bring the cache to 90% of the limit
+    #[arg(long, hide = true)]
+    pub auto: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct InvalidateArgs {
+    /// Glob over the stored command line, as `[[rule]] match` (e.g. './resize *')
+    #[arg(value_name = "PATTERN")]
+    pub pattern: Option<String>,
+    /// PATTERN is a regular expression
+    #[arg(long, requires = "pattern")]
+    pub regex: bool,
+    /// Only entries in this namespace
+    #[arg(long, value_name = "NS")]
+    pub namespace: Option<String>,
+    /// Only entries with this tag
+    #[arg(long, value_name = "TAG")]
+    pub tag: Option<String>,
+    /// Only entries whose recorded inputs include this file (or anything under this directory)
+    #[arg(long, value_name = "PATH")]
+    pub input: Option<PathBuf>,
+    /// Only the entry whose key starts with this
+    #[arg(long, value_name = "KEY")]
+    pub key: Option<String>,
+    /// Only entries created longer ago than this, e.g. 7d
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub older_than: Option<Duration>,
+    /// Select every entry (required when no other selector is given)
+    #[arg(long)]
+    pub all: bool,
+    /// Print what would be removed, remove nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct VerifyArgs {
+    /// Remove what is broken and rebuild the index from the files
+    #[arg(long)]
+    pub fix: bool,
+    /// Check only this many randomly chosen entries (and their blobs)
+    #[arg(long, value_name = "N")]
+    pub sample: Option<usize>,
+    /// Print JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SortArg {
+    #[default]
+    LastUsed,
+    Size,
+    Hits,
+}
+
+#[derive(Args, Debug)]
+pub struct LsArgs {
+    /// Only entries whose command line matches this glob
+    #[arg(value_name = "PATTERN")]
+    pub pattern: Option<String>,
+    /// Print a JSON array
+    #[arg(long)]
+    pub json: bool,
+    /// Order (most recent / largest / most hit first)
+    #[arg(long, value_enum, default_value_t = SortArg::LastUsed)]
+    pub sort: SortArg,
+}
+
+#[derive(Args, Debug)]
+pub struct ShowArgs {
+    /// The entry's key, or a unique prefix of it
+    #[arg(value_name = "KEY-PREFIX")]
+    pub key: String,
+    /// Print the stored stdout (raw bytes) instead of the description
+    #[arg(long, conflicts_with = "stderr")]
+    pub stdout: bool,
+    /// Print the stored stderr (raw bytes) instead of the description
+    #[arg(long)]
+    pub stderr: bool,
+    /// Print the record as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ExplainArgs {
+    /// Print JSON (`hit: true|false`, components, closest entry and its differences)
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub run: RunArgs,
 }
 
 #[derive(Args, Debug)]

@@ -519,6 +519,8 @@ pub struct RunOptions {
     pub exe_check: ExeCheck,
     pub lock_timeout: Duration,
     pub compression_level: i32,
+    /// Above this total a store starts a background gc.
+    pub max_size: u64,
     /// Where each matched rule was defined (for `cachectl config -- CMD` and `--explain`).
     pub matched_rules: Vec<String>,
 }
@@ -608,6 +610,7 @@ impl RunOptions {
             exe_check: cfg.exe_check.value,
             lock_timeout: cfg.lock_timeout.value,
             compression_level: cfg.compression_level.value,
+            max_size: cfg.max_size.value,
             matched_rules,
         })
     }

@@ -16,9 +16,24 @@ fn main() {
         _ => Source::Flag,
     };
     let dir = cli.dir.clone().map(|d| (d, dir_source));
+    if !matches!(cli.command, Command::Run(_)) {
+        // Reports piped into `head` end quietly when the reader goes away. (`run` keeps
+        // SIGPIPE ignored: it handles EPIPE itself so that the wrapped command sees it.)
+        // SAFETY: restoring a default disposition before any thread is started.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     let result = match &cli.command {
         Command::Run(args) => cachectl::commands::run::run(dir, args),
         Command::Config(args) => cachectl::commands::config::run(dir, args),
+        Command::Stats(args) => cachectl::commands::stats::run(dir, args),
+        Command::Gc(args) => cachectl::commands::gc::run(dir, args),
+        Command::Invalidate(args) => cachectl::commands::invalidate::run(dir, args),
+        Command::Verify(args) => cachectl::commands::verify::run(dir, args),
+        Command::Ls(args) => cachectl::commands::ls::run(dir, args),
+        Command::Show(args) => cachectl::commands::show::run(dir, args),
+        Command::Explain(args) => cachectl::commands::explain::run(dir, args),
     };
     match result {
         Ok(code) => std::process::exit(code),

@@ -405,6 +405,8 @@ fn try_hit(opts: &RunOptions, store: &Store, key: &str, cwd: &Path) -> HitResult
     store.log(&Event::Hit {
         ts: now_ms(),
         key: key.to_owned(),
+        cmd: d.record.command.clone(),
+        ns: d.record.namespace.clone(),
         saved_ms: d.record.duration_ms,
         bytes,
     });
@@ -530,26 +532,51 @@ fn store_result(
         bytes,
         duration_ms: c.duration_ms,
     });
+    if store
+        .add_to_ledger(bytes)
+        .is_ok_and(|total| total > opts.max_size)
+    {
+        spawn_detached(store, &["gc", "--auto"], None);
+    }
     Ok(())
 }
 
 /// Start a detached `cachectl` that re-runs this command (same arguments, `--force` semantics)
 /// and stores the fresh result. Its stdio is detached; stdin is a copy of ours with `--stdin`.
 fn spawn_refresh(store: &Store, d: &Decoded, stdin: Option<&File>) {
+    let args: Vec<OsString> = std::env::args_os().skip(1).collect();
+    spawn_detached_with(store, &args, &[(REFRESH_ENV, d.record.key.as_str())], stdin);
+}
+
+/// Start `cachectl ARGS` detached (auto-gc), in the background, pointed at the same store.
+fn spawn_detached(store: &Store, args: &[&str], stdin: Option<&File>) {
+    let args: Vec<OsString> = args.iter().map(OsString::from).collect();
+    spawn_detached_with(store, &args, &[], stdin);
+}
+
+fn spawn_detached_with(
+    store: &Store,
+    args: &[OsString],
+    env: &[(&str, &str)],
+    stdin: Option<&File>,
+) {
     use std::os::unix::process::CommandExt;
     let Ok(exe) = std::env::current_exe() else {
         return;
     };
     let mut cmd = std::process::Command::new(exe);
-    cmd.args(std::env::args_os().skip(1))
-        .env(REFRESH_ENV, &d.record.key)
+    cmd.args(args)
+        .env("CACHECTL_DIR", &store.root)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
     match stdin.and_then(|f| f.try_clone().ok()) {
         Some(f) => cmd.stdin(f),
         None => cmd.stdin(std::process::Stdio::null()),
     };
-    // SAFETY: setsid is async-signal-safe; it detaches the refresh from our terminal and
+    // SAFETY: setsid is async-signal-safe; it detaches the child from our terminal and
     // process group so that a ^C meant for the foreground job does not kill it.
     unsafe {
         cmd.pre_exec(|| {
@@ -559,12 +586,12 @@ fn spawn_refresh(store: &Store, d: &Decoded, stdin: Option<&File>) {
     }
     if let Err(e) = cmd.spawn() {
         warn::once(
-            "refresh",
-            format_args!("cannot start a background refresh: {e}"),
+            "detached",
+            format_args!("cannot start a background cachectl: {e}"),
         );
         store.log(&Event::Error {
             ts: now_ms(),
-            kind: "refresh".into(),
+            kind: "spawn".into(),
         });
     }
 }
@@ -586,58 +613,9 @@ fn explain(opts: &RunOptions, c: &KeyComponents, key: &str, verdict: &str) {
     for rule in &opts.matched_rules {
         out.push_str(&format!("  rule      {rule}\n"));
     }
-    for (name, digest) in c.component_digests() {
-        let detail = match name {
-            "namespace" => c.namespace.clone(),
-            "salt" => format!("{:?}", c.salt),
-            "argv" => opts.command_line.clone(),
-            "cwd" => c
-                .cwd
-                .as_deref()
-                .map(crate::paths::display_encoded)
-                .unwrap_or_else(|| "(not keyed: --no-cwd)".into()),
-            "exe" => match &c.exe {
-                Some(e) => format!(
-                    "{} ({})",
-                    crate::paths::display_encoded(&e.path),
-                    e.check.as_str()
-                ),
-                None => "(not found)".into(),
-            },
-            "env" => format!("{} variable(s)", c.env.len()),
-            "inputs" => format!("{} path(s)", c.inputs.len()),
-            "stdin" => {
-                if c.stdin.is_some() {
-                    "hashed".into()
-                } else {
-                    "(not keyed: /dev/null)".into()
-                }
-            }
-            _ => String::new(),
-        };
-        out.push_str(&format!("  {name:<9} {}  {detail}\n", &digest[..12]));
-        if name == "env" {
-            for (k, v) in &c.env {
-                let v = v.as_deref().map(|d| &d[..12]).unwrap_or("unset");
-                out.push_str(&format!("      {k} = {v}\n"));
-            }
-        }
-        if name == "inputs" {
-            for (p, st) in &c.inputs {
-                let d = if st.digest.is_empty() {
-                    "-"
-                } else {
-                    &st.digest[..12]
-                };
-                out.push_str(&format!(
-                    "      {:?} {}{}  {}\n",
-                    st.kind,
-                    d,
-                    if st.exec { " +x" } else { "" },
-                    crate::paths::display_encoded(p)
-                ));
-            }
-        }
+    for line in crate::manage::explain::describe_components(c, &opts.command_line) {
+        out.push_str(&line);
+        out.push('\n');
     }
     eprint!("{out}");
 }

@@ -101,6 +101,11 @@ impl Cas {
         let digest = content_hasher.finalize().to_hex().to_string();
         let dest = self.path(&digest);
         if dest.is_file() {
+            // Touch it: gc spares blobs touched within its grace period, and this one is about
+            // to be referenced by a new record.
+            if let Ok(f) = File::options().write(true).open(&dest) {
+                let _ = f.set_modified(std::time::SystemTime::now());
+            }
             return Ok(PutBlob {
                 digest,
                 size,

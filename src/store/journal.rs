@@ -23,6 +23,8 @@ pub enum Event {
     Hit {
         ts: u64,
         key: String,
+        cmd: String,
+        ns: String,
         saved_ms: u64,
         bytes: u64,
     },

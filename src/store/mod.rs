@@ -8,7 +8,10 @@
 //! ├── stat-v1/ab/<id>            stat caches for input patterns and executables (statcache.rs)
 //! ├── locks-v1/ab/<key>          per-key flock files (lock.rs)
 //! ├── tmp/                       temp files, renamed into place (same filesystem)
-//! └── journal-v1.log             appended usage events (journal.rs)
+//! ├── journal-v1.log             appended usage events (journal.rs)
+//! ├── index-v1.sqlite            derived index for the management commands (index.rs)
+//! ├── size-v1                    running total of bytes stored (decides when to auto-gc)
+//! └── gc.lock                    held by the one gc that may run at a time
 //! ```
 //!
 //! Files are the truth. Every write is temp-then-rename; a record is written only after all the
@@ -23,6 +26,7 @@
 
 pub mod cas;
 pub mod fsutil;
+pub mod index;
 pub mod journal;
 pub mod lock;
 pub mod record;
@@ -185,6 +189,38 @@ impl Store {
         fsutil::write_atomic(&self.record_path(&rec.key), &self.tmp, &bytes)
             .with_context(|| format!("writing record in {}", self.ac.display()))?;
         Ok(bytes.len() as u64)
+    }
+
+    fn ledger_path(&self) -> PathBuf {
+        self.root.join("size-v1")
+    }
+
+    /// Add `bytes` to the running size total and return the new total. The total is exact after
+    /// each gc (which measures the disk) and drifts only by what failed stores leave behind, so
+    /// a store can decide whether to start an automatic gc without opening the index.
+    pub fn add_to_ledger(&self, bytes: u64) -> io::Result<u64> {
+        use std::io::{Read, Seek, Write};
+        let mut f = std::fs::File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(self.ledger_path())?;
+        f.lock()?;
+        let mut buf = [0u8; 8];
+        let total = match f.read_exact(&mut buf) {
+            Ok(()) => u64::from_le_bytes(buf),
+            Err(_) => 0,
+        };
+        let total = total.saturating_add(bytes);
+        f.rewind()?;
+        f.write_all(&total.to_le_bytes())?;
+        Ok(total)
+    }
+
+    /// Set the running size total (after gc measured it).
+    pub fn set_ledger(&self, total: u64) {
+        let _ = fsutil::write_atomic(&self.ledger_path(), &self.tmp, &total.to_le_bytes());
     }
 
     /// Append a usage event; a failure is worth one warning, never an error.

@@ -1,0 +1,117 @@
+//! `cachectl stats`.
+
+use crate::cli::{ByArg, StatsArgs};
+use crate::config::Source;
+use crate::manage::stats::{self, By};
+use crate::ui;
+use anyhow::Result;
+use std::path::PathBuf;
+
+pub fn run(dir: Option<(PathBuf, Source)>, args: &StatsArgs) -> Result<i32> {
+    let (_, cfg) = super::load(dir)?;
+    let (store, idx) = crate::manage::open(cfg.dir.value)?;
+    if args.reset {
+        stats::reset(&idx)?;
+        println!("Counters reset (entries kept).");
+        return Ok(0);
+    }
+    let by = match args.by {
+        ByArg::Command => By::Command,
+        ByArg::Namespace => By::Namespace,
+    };
+    let since = args.since.map(|d| d.as_millis() as u64);
+    let s = stats::compute(&store, &idx, since, by, cfg.max_size.value)?;
+    if args.json {
+        ui::print_json(&s)?;
+        return Ok(0);
+    }
+    println!("Cache {}", s.dir);
+    if let Some(since) = &s.since {
+        println!("Counting since {since}");
+    }
+    let lookups = s.hits + s.misses;
+    let reasons = |m: &std::collections::BTreeMap<String, u64>| {
+        if m.is_empty() {
+            "none".to_owned()
+        } else {
+            m.iter()
+                .map(|(k, v)| format!("{k}: {v}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    };
+    let mut rows: Vec<(&str, String)> = vec![
+        (
+            "Hits",
+            format!(
+                "{} of {} lookups ({:.1}%)",
+                s.hits,
+                lookups,
+                s.hit_rate * 100.0
+            ),
+        ),
+        ("Misses", s.misses.to_string()),
+        ("Stores", s.stores.to_string()),
+        ("Time saved", ui::duration_ms(s.time_saved_ms)),
+        ("Replayed", ui::size(s.bytes_replayed)),
+        ("Not stored", reasons(&s.uncacheable)),
+        ("Errors", reasons(&s.errors)),
+        ("Entries", format!("{} ({} blobs)", s.entries, s.blobs)),
+        (
+            "Size",
+            format!(
+                "{} of {} max ({} before compression, {:.1}x)",
+                ui::size(s.size_bytes),
+                ui::size(s.max_size_bytes),
+                ui::size(s.uncompressed_bytes),
+                s.compression_ratio
+            ),
+        ),
+    ];
+    if let (Some(o), Some(n)) = (&s.oldest, &s.newest) {
+        rows.push(("Oldest / newest", format!("{o} / {n}")));
+    }
+    for (name, value) in rows {
+        println!("  {name:<16} {value}");
+    }
+    if !s.breakdown.is_empty() {
+        let label = match by {
+            By::Command => "Command",
+            By::Namespace => "Namespace",
+        };
+        let mut b = ui::table(&[label, "Hits", "Misses", "Time saved", "Entries", "Size"]);
+        for r in s.breakdown.iter().take(15) {
+            b.add_row(vec![
+                r.name.clone(),
+                r.hits.to_string(),
+                r.misses.to_string(),
+                ui::duration_ms(r.time_saved_ms),
+                r.entries.to_string(),
+                ui::size(r.size_bytes),
+            ]);
+        }
+        println!("\nTop {}s\n{b}", label.to_lowercase());
+        if s.breakdown.len() > 15 {
+            println!("({} more; --json lists all)", s.breakdown.len() - 15);
+        }
+    }
+    if !s.history.is_empty() {
+        let mut h = ui::table(&["Day", "Hits", "Misses", "Hit rate"]);
+        for d in s.history.iter().rev().take(14).rev() {
+            let n = d.hits + d.misses;
+            let rate = if n == 0 {
+                0.0
+            } else {
+                d.hits as f64 * 100.0 / n as f64
+            };
+            h.add_row(vec![
+                d.date.clone(),
+                d.hits.to_string(),
+                d.misses.to_string(),
+                format!("{rate:.0}%"),
+            ]);
+        }
+        println!("\nHistory (last 14 days with activity)\n{h}");
+    }
+    Ok(0)
+}

@@ -1,0 +1,294 @@
+//! `gc`: evict entries by age and least-recent use, then delete what nothing references.
+//!
+//! The size that counts is everything under the cache directory (records, blobs, index, journal,
+//! stat caches, locks, temp files), measured by walking it, so the reported size is the real one.
+//! gc first reconciles the index with the files (entries or blobs present on one side only).
+//!
+//! Never deleting a blob a concurrent store is about to reference: a store writes its blobs (or,
+//! for a blob that already exists, touches its mtime) *before* it writes the record that
+//! references them. So:
+//! - a blob that no entry references is deleted only when older than [`BLOB_GRACE`] (it may
+//!   belong to a store in flight);
+//! - a blob orphaned by removing entries is deleted only if it was not touched after the newest
+//!   of those entries' record files was written (a later touch means a concurrent store has
+//!   just deduplicated onto it).
+//!
+//! Temp files and lock files are left alone for an hour for the same reason.
+//!
+//! At most one gc runs at a time (`gc.lock`). An automatic gc (after a store finds the cache over
+//! `max_size`) skips when another holds the lock, and brings the cache to 90% of the limit.
+
+use crate::clock::now_ms;
+use crate::store::Store;
+use crate::store::index::{Index, Reconciled};
+use anyhow::{Context, Result};
+use serde::Serialize;
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+pub const BLOB_GRACE: Duration = Duration::from_secs(3600);
+const TEMP_GRACE: Duration = Duration::from_secs(3600);
+const STAT_CACHE_MAX_AGE: Duration = Duration::from_secs(30 * 86_400);
+
+pub struct GcOptions {
+    pub max_size: Option<u64>,
+    pub max_age: Option<Duration>,
+    pub dry_run: bool,
+    /// Fraction of `max_size` to bring the cache down to (1.0 for a manual gc, 0.9 for auto).
+    pub target_fraction: f64,
+}
+
+#[derive(Serialize, Debug)]
+pub struct Evicted {
+    pub key: String,
+    pub command: String,
+    pub last_used: String,
+    pub size_bytes: u64,
+    /// `max_age` or `max_size`.
+    pub reason: &'static str,
+}
+
+#[derive(Serialize, Debug, Default)]
+pub struct GcReport {
+    pub dry_run: bool,
+    pub size_before_bytes: u64,
+    pub size_after_bytes: u64,
+    pub max_size_bytes: Option<u64>,
+    pub entries_removed: u64,
+    pub blobs_removed: u64,
+    pub temp_files_removed: u64,
+    pub bytes_freed: u64,
+    pub reconciled_added: u64,
+    pub reconciled_removed: u64,
+    pub corrupt_records_removed: u64,
+    pub evicted: Vec<Evicted>,
+}
+
+/// Total bytes of every file under `root`.
+pub fn disk_usage(root: &Path) -> u64 {
+    walkdir::WalkDir::new(root)
+        .into_iter()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_file())
+        .filter_map(|e| e.metadata().ok())
+        .map(|m| m.len())
+        .sum()
+}
+
+fn age_of(m: &std::fs::Metadata, now: SystemTime) -> Duration {
+    m.modified()
+        .ok()
+        .and_then(|t| now.duration_since(t).ok())
+        .unwrap_or_default()
+}
+
+pub fn run(store: &Store, idx: &mut Index, opts: &GcOptions) -> Result<GcReport> {
+    let Reconciled {
+        added,
+        removed,
+        corrupt,
+    } = idx.reconcile_records(store)?;
+    let blob_files = idx.reconcile_blobs(store)?;
+    let now_sys = SystemTime::now();
+    let now = now_ms();
+    let size_before = disk_usage(&store.root);
+
+    // Entries, least recently used first, and which blobs each references.
+    let entries = idx.entries_where("1 ORDER BY last_used_ms ASC, created_ms ASC", &[])?;
+    let mut blobs_of: HashMap<String, Vec<String>> = HashMap::new();
+    let mut refs: HashMap<String, u64> = HashMap::new();
+    {
+        let mut stmt = idx.conn.prepare("SELECT key, digest FROM entry_blobs")?;
+        for r in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))? {
+            let (k, d) = r?;
+            *refs.entry(d.clone()).or_default() += 1;
+            blobs_of.entry(k).or_default().push(d);
+        }
+    }
+    let blob_mtime = |d: &str| blob_files.get(d).map(|(_, m)| *m);
+    let blob_len = |d: &str| blob_files.get(d).map(|(l, _)| *l).unwrap_or(0);
+    // Newest record mtime among removed entries, per blob they reference.
+    let mut removed_record_time: HashMap<String, SystemTime> = HashMap::new();
+
+    let mut report = GcReport {
+        dry_run: opts.dry_run,
+        size_before_bytes: size_before,
+        max_size_bytes: opts.max_size,
+        reconciled_added: added,
+        reconciled_removed: removed,
+        corrupt_records_removed: corrupt,
+        ..Default::default()
+    };
+    let mut freed = 0u64;
+    let mut evict_keys = Vec::new();
+    let mut orphaned: HashSet<String> = HashSet::new();
+    let mut evict = |e: &crate::store::index::EntryRow, reason: &'static str, freed: &mut u64| {
+        *freed += e.record_bytes;
+        let record_time = record_mtime(store, &e.key);
+        for d in blobs_of.get(&e.key).into_iter().flatten() {
+            let t = removed_record_time.entry(d.clone()).or_insert(record_time);
+            *t = (*t).max(record_time);
+            let n = refs.get_mut(d).expect("counted above");
+            *n -= 1;
+            if *n == 0 && blob_mtime(d).is_some_and(|m| m <= *t) {
+                orphaned.insert(d.clone());
+                *freed += blob_len(d);
+            }
+        }
+        evict_keys.push(e.key.clone());
+        report.evicted.push(Evicted {
+            key: e.key.clone(),
+            command: e.command.clone(),
+            last_used: crate::ui::rfc3339(e.last_used_ms),
+            size_bytes: e.size_bytes,
+            reason,
+        });
+    };
+    let mut remaining = Vec::new();
+    for e in &entries {
+        let too_old = opts
+            .max_age
+            .is_some_and(|age| now.saturating_sub(e.last_used_ms) > age.as_millis() as u64);
+        if too_old {
+            evict(e, "max_age", &mut freed);
+        } else {
+            remaining.push(e);
+        }
+    }
+    if let Some(max) = opts.max_size {
+        let target = (max as f64 * opts.target_fraction) as u64;
+        for e in remaining {
+            if size_before.saturating_sub(freed) <= target {
+                break;
+            }
+            evict(e, "max_size", &mut freed);
+        }
+    }
+    // Blobs that nothing referenced to begin with (left by an interrupted store, or spared
+    // last time because a store touched them): only once past the grace period.
+    for d in blob_files.keys() {
+        let old = blob_mtime(d)
+            .is_some_and(|m| now_sys.duration_since(m).unwrap_or_default() >= BLOB_GRACE);
+        if !refs.contains_key(d) && old && orphaned.insert(d.clone()) {
+            freed += blob_len(d);
+        }
+    }
+
+    report.entries_removed = evict_keys.len() as u64;
+    let orphaned: Vec<String> = orphaned.into_iter().collect();
+    report.blobs_removed = orphaned.len() as u64;
+    if !opts.dry_run {
+        idx.remove_entries(store, &evict_keys)?;
+        let (n, _) = idx.remove_blobs(store, &orphaned)?;
+        report.blobs_removed = n;
+    }
+
+    // Leftovers: temp files of dead processes, locks of keys that are gone, unused stat caches.
+    let live: HashSet<String> = idx
+        .entries_where("1", &[])?
+        .into_iter()
+        .map(|e| e.key)
+        .collect();
+    let sweep = |dir: &Path, keep: &dyn Fn(&Path, &std::fs::Metadata) -> bool| -> (u64, u64) {
+        let (mut n, mut bytes) = (0, 0);
+        for e in walkdir::WalkDir::new(dir)
+            .min_depth(1)
+            .into_iter()
+            .filter_map(|e| e.ok())
+        {
+            if !e.file_type().is_file() {
+                continue;
+            }
+            let Ok(m) = e.metadata() else { continue };
+            if keep(e.path(), &m) {
+                continue;
+            }
+            if opts.dry_run || std::fs::remove_file(e.path()).is_ok() {
+                n += 1;
+                bytes += m.len();
+            }
+        }
+        (n, bytes)
+    };
+    let (tmp_n, tmp_b) = sweep(&store.tmp, &|_, m| age_of(m, now_sys) < TEMP_GRACE);
+    let (_, lock_b) = sweep(&store.locks, &|p, m| {
+        let key = p.file_stem().and_then(|s| s.to_str()).unwrap_or("");
+        live.contains(key) || age_of(m, now_sys) < TEMP_GRACE
+    });
+    let (_, stat_b) = sweep(&store.stat, &|_, m| age_of(m, now_sys) < STAT_CACHE_MAX_AGE);
+    report.temp_files_removed = tmp_n;
+    freed += tmp_b + lock_b + stat_b;
+
+    if opts.dry_run {
+        report.bytes_freed = freed.min(size_before);
+        report.size_after_bytes = size_before.saturating_sub(freed);
+    } else {
+        let after = disk_usage(&store.root);
+        report.size_after_bytes = after;
+        report.bytes_freed = size_before.saturating_sub(after);
+        store.set_ledger(after);
+    }
+    Ok(report)
+}
+
+/// When the record file of `key` was last written (the epoch if it is gone).
+pub fn record_mtime(store: &Store, key: &str) -> SystemTime {
+    std::fs::metadata(store.record_path(key))
+        .and_then(|m| m.modified())
+        .unwrap_or(std::time::UNIX_EPOCH)
+}
+
+/// Of `orphans` (blobs no longer referenced once `removed` entries are gone), those that no
+/// store touched after the newest of the removed records that referenced them was written.
+pub fn safe_to_delete(
+    store: &Store,
+    removed: &HashMap<String, Vec<String>>,
+    record_times: &HashMap<String, SystemTime>,
+    orphans: &[String],
+) -> Vec<String> {
+    let mut newest: HashMap<&str, SystemTime> = HashMap::new();
+    for (key, blobs) in removed {
+        let t = record_times
+            .get(key)
+            .copied()
+            .unwrap_or(std::time::UNIX_EPOCH);
+        for b in blobs {
+            let e = newest.entry(b.as_str()).or_insert(t);
+            *e = (*e).max(t);
+        }
+    }
+    orphans
+        .iter()
+        .filter(|d| {
+            let touched = std::fs::metadata(store.cas.path(d)).and_then(|m| m.modified());
+            match (touched, newest.get(d.as_str())) {
+                (Ok(m), Some(t)) => m <= *t,
+                _ => false,
+            }
+        })
+        .cloned()
+        .collect()
+}
+
+/// Run gc while holding `gc.lock`: waiting for it (manual), or skipping when busy (auto).
+pub fn locked<T>(store: &Store, wait: bool, f: impl FnOnce() -> Result<T>) -> Result<Option<T>> {
+    store.init()?;
+    let path = store.root.join("gc.lock");
+    let file = std::fs::File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) if !wait => return Ok(None),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            eprintln!("cachectl: waiting for another gc to finish...");
+            file.lock()?;
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(e.into()),
+    }
+    f().map(Some)
+}

@@ -1,0 +1,162 @@
+//! `invalidate`: remove the entries a selection names. Selectors combine with AND; with none,
+//! nothing is removed unless `--all` says so.
+
+use crate::clock::now_ms;
+use crate::cmdline::CommandPattern;
+use crate::error::usage;
+use crate::store::Store;
+use crate::store::index::{EntryRow, Index};
+use anyhow::{Context, Result};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Debug, Default, Clone)]
+pub struct Selector {
+    /// Glob over the stored command line (as `[[rule]] match`), or a regex with `regex`.
+    pub pattern: Option<String>,
+    pub regex: bool,
+    pub namespace: Option<String>,
+    pub tag: Option<String>,
+    /// Absolute, normalised path: entries with this input (or an input below it).
+    pub input: Option<PathBuf>,
+    pub key: Option<String>,
+    pub older_than: Option<Duration>,
+    pub all: bool,
+}
+
+impl Selector {
+    fn is_empty(&self) -> bool {
+        self.pattern.is_none()
+            && self.namespace.is_none()
+            && self.tag.is_none()
+            && self.input.is_none()
+            && self.key.is_none()
+            && self.older_than.is_none()
+    }
+}
+
+#[derive(Serialize, Debug)]
+pub struct Removed {
+    pub key: String,
+    pub command: String,
+    pub size_bytes: u64,
+}
+
+#[derive(Serialize, Debug)]
+pub struct InvalidateReport {
+    pub dry_run: bool,
+    pub entries_removed: u64,
+    pub bytes_removed: u64,
+    pub entries: Vec<Removed>,
+}
+
+fn like_escape(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_")
+}
+
+/// The entries `sel` selects. A selector-less call without `--all` is a usage error.
+pub fn select(idx: &Index, sel: &Selector) -> Result<Vec<EntryRow>> {
+    if sel.is_empty() && !sel.all {
+        return Err(usage(
+            "nothing selected: give a PATTERN or --namespace/--tag/--input/--key/--older-than; to remove every entry, pass --all",
+        ));
+    }
+    let mut conds = vec!["1".to_owned()];
+    let mut params: Vec<Box<dyn rusqlite::ToSql>> = Vec::new();
+    if let Some(ns) = &sel.namespace {
+        params.push(Box::new(ns.clone()));
+        conds.push(format!("namespace = ?{}", params.len()));
+    }
+    if let Some(tag) = &sel.tag {
+        params.push(Box::new(tag.clone()));
+        conds.push(format!(
+            "EXISTS (SELECT 1 FROM json_each(entries.tags) WHERE value = ?{})",
+            params.len()
+        ));
+    }
+    if let Some(key) = &sel.key {
+        params.push(Box::new(format!(
+            "{}%",
+            like_escape(&key.to_ascii_lowercase())
+        )));
+        conds.push(format!("key LIKE ?{} ESCAPE '\\'", params.len()));
+    }
+    if let Some(age) = sel.older_than {
+        params.push(Box::new(
+            now_ms().saturating_sub(age.as_millis() as u64) as i64
+        ));
+        conds.push(format!("created_ms < ?{}", params.len()));
+    }
+    if let Some(input) = &sel.input {
+        let p = crate::paths::encode_os(input.as_os_str());
+        params.push(Box::new(p.clone()));
+        params.push(Box::new(format!("{}/%", like_escape(&p))));
+        conds.push(format!(
+            "key IN (SELECT key FROM entry_inputs WHERE path = ?{} OR path LIKE ?{} ESCAPE '\\')",
+            params.len() - 1,
+            params.len()
+        ));
+    }
+    let refs: Vec<&dyn rusqlite::ToSql> = params.iter().map(|b| b.as_ref()).collect();
+    let mut rows = idx.entries_where(&conds.join(" AND "), &refs)?;
+    if let Some(p) = &sel.pattern {
+        if sel.regex {
+            let re =
+                regex::Regex::new(p).map_err(|e| usage(format!("invalid --regex `{p}`: {e}")))?;
+            rows.retain(|r| re.is_match(&r.command));
+        } else {
+            let glob = CommandPattern::new(p).map_err(|e| usage(format!("{e:#}")))?;
+            rows.retain(|r| glob.matches(&r.command));
+        }
+    }
+    rows.sort_by(|a, b| a.command.cmp(&b.command).then(a.key.cmp(&b.key)));
+    Ok(rows)
+}
+
+/// Resolve `--input PATH` against the working directory, lexically (the file may be gone).
+pub fn absolute_input(cwd: &Path, p: &Path) -> PathBuf {
+    crate::paths::normalize(&cwd.join(p))
+}
+
+pub fn run(
+    store: &Store,
+    idx: &mut Index,
+    sel: &Selector,
+    dry_run: bool,
+) -> Result<InvalidateReport> {
+    let rows = select(idx, sel)?;
+    let keys: Vec<String> = rows.iter().map(|r| r.key.clone()).collect();
+    let mut bytes = rows.iter().map(|r| r.record_bytes).sum::<u64>();
+    if dry_run {
+        bytes = rows.iter().map(|r| r.size_bytes).sum();
+    } else {
+        let blobs = idx.blobs_of(&keys)?;
+        let times = keys
+            .iter()
+            .map(|k| (k.clone(), crate::manage::gc::record_mtime(store, k)))
+            .collect();
+        let orphans = idx
+            .remove_entries(store, &keys)
+            .context("removing entries")?;
+        // Their blobs go now, except any a concurrent store has just deduplicated onto.
+        let safe = crate::manage::gc::safe_to_delete(store, &blobs, &times, &orphans);
+        let (_, blob_bytes) = idx.remove_blobs(store, &safe)?;
+        bytes += blob_bytes;
+    }
+    Ok(InvalidateReport {
+        dry_run,
+        entries_removed: rows.len() as u64,
+        bytes_removed: bytes,
+        entries: rows
+            .into_iter()
+            .map(|r| Removed {
+                key: r.key,
+                command: r.command,
+                size_bytes: r.size_bytes,
+            })
+            .collect(),
+    })
+}

@@ -1,0 +1,688 @@
+//! The index: usage, sizes and counters for `stats`, `gc`, `invalidate`, `ls` and `explain`.
+//!
+//! ## What it is
+//! A SQLite database (`index-v1.sqlite`, WAL) *derived* from the files: entries and blobs mirror
+//! `ac-v1/` and `cas-v1/`, and can be rebuilt from them at any time (`verify --fix`,
+//! [`Index::reconcile_records`]); usage counters come from the journal. Losing the index loses
+//! only counters, never cached results.
+//!
+//! ## Why the run path never opens it
+//! Opening SQLite and updating a row costs ~0.9 ms per process here, three times the whole hit
+//! budget. So `run` appends events to the journal (see `journal.rs`) and the management commands
+//! fold those events in when they start ([`Index::fold_journal`]).
+//!
+//! ## Concurrency
+//! WAL mode lets many readers work beside one writer; writers wait (`busy_timeout`) rather than
+//! fail. Folding is crash-safe: the journal is renamed to a `*.folding` file first, the events are
+//! applied in one transaction that also records the file's name, and the file is deleted after
+//! commit. A crash between commit and delete is recognised by that name, so no event is counted
+//! twice or lost.
+//!
+//! ## Compatibility
+//! Migrations are a list applied in order and tracked with `pragma user_version`; entries are
+//! never removed from the list.
+
+use super::Store;
+use super::journal::{self, Event};
+use super::record::{self, Record};
+use anyhow::{Context, Result};
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+
+const MIGRATIONS: &[&str] = &[
+    // 1: initial schema.
+    "CREATE TABLE entries(
+        key TEXT PRIMARY KEY,
+        command TEXT NOT NULL,
+        namespace TEXT NOT NULL,
+        tags TEXT NOT NULL,
+        cwd TEXT NOT NULL,
+        created_ms INTEGER NOT NULL,
+        last_used_ms INTEGER NOT NULL,
+        hits INTEGER NOT NULL DEFAULT 0,
+        duration_ms INTEGER NOT NULL,
+        exit_code INTEGER NOT NULL,
+        record_bytes INTEGER NOT NULL,
+        size_bytes INTEGER NOT NULL,
+        logical_bytes INTEGER NOT NULL
+    );
+    CREATE INDEX entries_last_used ON entries(last_used_ms);
+    CREATE INDEX entries_command ON entries(command);
+    CREATE TABLE entry_blobs(key TEXT NOT NULL, digest TEXT NOT NULL, PRIMARY KEY(key, digest)) WITHOUT ROWID;
+    CREATE INDEX entry_blobs_digest ON entry_blobs(digest);
+    CREATE TABLE entry_inputs(key TEXT NOT NULL, path TEXT NOT NULL, PRIMARY KEY(key, path)) WITHOUT ROWID;
+    CREATE INDEX entry_inputs_path ON entry_inputs(path);
+    CREATE TABLE blobs(digest TEXT PRIMARY KEY, stored_bytes INTEGER NOT NULL, size INTEGER NOT NULL) WITHOUT ROWID;
+    CREATE TABLE usage(
+        hour INTEGER NOT NULL, command TEXT NOT NULL, namespace TEXT NOT NULL,
+        hits INTEGER NOT NULL DEFAULT 0, misses INTEGER NOT NULL DEFAULT 0,
+        stores INTEGER NOT NULL DEFAULT 0, time_saved_ms INTEGER NOT NULL DEFAULT 0,
+        bytes_replayed INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY(hour, command, namespace)) WITHOUT ROWID;
+    CREATE TABLE faults(
+        hour INTEGER NOT NULL, kind TEXT NOT NULL, reason TEXT NOT NULL, count INTEGER NOT NULL,
+        PRIMARY KEY(hour, kind, reason)) WITHOUT ROWID;
+    CREATE TABLE meta(name TEXT PRIMARY KEY, value TEXT NOT NULL);",
+];
+
+pub const INDEX_FILE: &str = "index-v1.sqlite";
+const HOUR_MS: u64 = 3_600_000;
+
+/// An open index.
+pub struct Index {
+    pub conn: Connection,
+}
+
+/// What reconciling the index with `ac-v1/` found.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Reconciled {
+    pub added: u64,
+    pub removed: u64,
+    pub corrupt: u64,
+}
+
+/// One entry row.
+#[derive(Debug, Clone)]
+pub struct EntryRow {
+    pub key: String,
+    pub command: String,
+    pub namespace: String,
+    pub tags: Vec<String>,
+    pub cwd: String,
+    pub created_ms: u64,
+    pub last_used_ms: u64,
+    pub hits: u64,
+    pub duration_ms: u64,
+    pub exit_code: i32,
+    pub record_bytes: u64,
+    pub size_bytes: u64,
+    pub logical_bytes: u64,
+}
+
+pub const ENTRY_COLUMNS: &str = "key, command, namespace, tags, cwd, created_ms, last_used_ms, hits, \
+     duration_ms, exit_code, record_bytes, size_bytes, logical_bytes";
+
+impl EntryRow {
+    pub fn from_row(r: &rusqlite::Row) -> rusqlite::Result<EntryRow> {
+        let tags: String = r.get(3)?;
+        Ok(EntryRow {
+            key: r.get(0)?,
+            command: r.get(1)?,
+            namespace: r.get(2)?,
+            tags: serde_json::from_str(&tags).unwrap_or_default(),
+            cwd: r.get(4)?,
+            created_ms: r.get::<_, i64>(5)? as u64,
+            last_used_ms: r.get::<_, i64>(6)? as u64,
+            hits: r.get::<_, i64>(7)? as u64,
+            duration_ms: r.get::<_, i64>(8)? as u64,
+            exit_code: r.get(9)?,
+            record_bytes: r.get::<_, i64>(10)? as u64,
+            size_bytes: r.get::<_, i64>(11)? as u64,
+            logical_bytes: r.get::<_, i64>(12)? as u64,
+        })
+    }
+}
+
+impl Index {
+    pub fn path(store: &Store) -> PathBuf {
+        store.root.join(INDEX_FILE)
+    }
+
+    /// Open (creating and migrating if needed) the index of `store`. A freshly created index is
+    /// filled from the record files.
+    pub fn open(store: &Store) -> Result<Index> {
+        store.init()?;
+        let path = Self::path(store);
+        let mut idx = match Self::open_at(&path) {
+            Ok(idx) => idx,
+            Err(e) => {
+                // A corrupt index is only derived data: set it aside and rebuild.
+                crate::warn::once(
+                    "index",
+                    format_args!(
+                        "the index {} is unusable ({e:#}); rebuilding it from the files",
+                        path.display()
+                    ),
+                );
+                for suffix in ["", "-wal", "-shm"] {
+                    let p = PathBuf::from(format!("{}{suffix}", path.display()));
+                    let _ = std::fs::remove_file(p);
+                }
+                Self::open_at(&path)?
+            }
+        };
+        if idx.meta("built")?.is_none() {
+            idx.reconcile_records(store)?;
+            idx.set_meta("built", "1")?;
+        }
+        Ok(idx)
+    }
+
+    fn open_at(path: &Path) -> Result<Index> {
+        let conn =
+            Connection::open(path).with_context(|| format!("opening index {}", path.display()))?;
+        conn.busy_timeout(std::time::Duration::from_secs(30))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        let mut idx = Index { conn };
+        idx.migrate()?;
+        // Touch the schema so that a garbage file fails here, not later.
+        idx.conn
+            .query_row("SELECT COUNT(*) FROM meta", [], |r| r.get::<_, i64>(0))
+            .context("reading index")?;
+        Ok(idx)
+    }
+
+    fn migrate(&mut self) -> Result<()> {
+        let version: i64 = self
+            .conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))?;
+        let tx = self.conn.transaction()?;
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            tx.execute_batch(sql)
+                .with_context(|| format!("index migration {}", i + 1))?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn meta(&self, name: &str) -> Result<Option<String>> {
+        Ok(self
+            .conn
+            .query_row("SELECT value FROM meta WHERE name = ?1", [name], |r| {
+                r.get(0)
+            })
+            .optional()?)
+    }
+
+    pub fn set_meta(&self, name: &str, value: &str) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO meta(name, value) VALUES(?1, ?2) ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+            params![name, value],
+        )?;
+        Ok(())
+    }
+
+    /// Fold every pending journal event into the index.
+    pub fn fold_journal(&mut self, store: &Store) -> Result<u64> {
+        // Move the live journal aside (under its exclusive lock, so no writer is mid-append).
+        if let Ok(f) = std::fs::File::open(&store.journal) {
+            f.lock().context("locking the journal")?;
+            let aside = store.root.join(format!(
+                "journal-v1.{}.{}.folding",
+                crate::clock::now_ms(),
+                std::process::id()
+            ));
+            match std::fs::rename(&store.journal, &aside) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e).context("moving the journal aside"),
+            }
+        }
+        let mut pending: Vec<PathBuf> = std::fs::read_dir(&store.root)
+            .with_context(|| format!("listing {}", store.root.display()))?
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("journal-v1.") && n.ends_with(".folding"))
+            })
+            .collect();
+        pending.sort();
+        let mut folded = 0;
+        for file in pending {
+            let name = file
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned();
+            let marker = format!("folded:{name}");
+            if self.meta(&marker)?.is_none() {
+                let text =
+                    std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+                let text = String::from_utf8_lossy(&text);
+                let tx = self.conn.transaction()?;
+                for ev in journal::parse(&text) {
+                    apply_event(&tx, store, &ev)?;
+                    folded += 1;
+                }
+                tx.execute(
+                    "INSERT OR REPLACE INTO meta(name, value) VALUES(?1, '1')",
+                    [&marker],
+                )?;
+                tx.commit()?;
+            }
+            std::fs::remove_file(&file).with_context(|| format!("removing {}", file.display()))?;
+            self.conn
+                .execute("DELETE FROM meta WHERE name = ?1", [&marker])?;
+        }
+        Ok(folded)
+    }
+
+    /// Make the entries table match the record files: index records it does not know, forget
+    /// entries whose record is gone, and delete records that do not decode.
+    pub fn reconcile_records(&mut self, store: &Store) -> Result<Reconciled> {
+        let on_disk = list_fanout(&store.ac)?;
+        let mut stmt = self.conn.prepare("SELECT key FROM entries")?;
+        let known: HashSet<String> = stmt
+            .query_map([], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        drop(stmt);
+        let mut out = Reconciled::default();
+        let tx = self.conn.transaction()?;
+        for (key, path) in &on_disk {
+            if known.contains(key) {
+                continue;
+            }
+            match std::fs::read(path)
+                .ok()
+                .and_then(|b| record::decode(&b).ok())
+            {
+                Some(d) if &d.record.key == key => {
+                    upsert_entry(&tx, store, &d.record, record_size(path), None)?;
+                    out.added += 1;
+                }
+                _ => {
+                    let _ = std::fs::remove_file(path);
+                    out.corrupt += 1;
+                }
+            }
+        }
+        for key in known.difference(&on_disk.keys().cloned().collect()) {
+            remove_entry_rows(&tx, key)?;
+            out.removed += 1;
+        }
+        tx.commit()?;
+        Ok(out)
+    }
+
+    /// Make the blobs table match `cas-v1/`. Returns digest → (stored bytes, mtime) of every blob
+    /// file found.
+    pub fn reconcile_blobs(
+        &mut self,
+        store: &Store,
+    ) -> Result<HashMap<String, (u64, std::time::SystemTime)>> {
+        let mut found = HashMap::new();
+        for (digest, path) in list_fanout(&store.cas.dir)? {
+            if let Ok(m) = std::fs::metadata(&path) {
+                found.insert(
+                    digest,
+                    (m.len(), m.modified().unwrap_or(std::time::UNIX_EPOCH)),
+                );
+            }
+        }
+        let tx = self.conn.transaction()?;
+        {
+            let mut known = HashSet::new();
+            let mut stmt = tx.prepare("SELECT digest FROM blobs")?;
+            for d in stmt.query_map([], |r| r.get::<_, String>(0))? {
+                known.insert(d?);
+            }
+            for gone in known.iter().filter(|d| !found.contains_key(*d)) {
+                tx.execute("DELETE FROM blobs WHERE digest = ?1", [gone])?;
+            }
+            for (digest, (len, _)) in found.iter().filter(|(d, _)| !known.contains(*d)) {
+                tx.execute(
+                    "INSERT OR IGNORE INTO blobs(digest, stored_bytes, size) VALUES(?1, ?2, ?3)",
+                    params![
+                        digest,
+                        *len as i64,
+                        blob_size(&store.cas.path(digest)).unwrap_or(0) as i64
+                    ],
+                )?;
+            }
+        }
+        tx.commit()?;
+        Ok(found)
+    }
+
+    /// Entries matching a SQL condition (with parameters), in no particular order.
+    pub fn entries_where(
+        &self,
+        condition: &str,
+        params: &[&dyn rusqlite::ToSql],
+    ) -> Result<Vec<EntryRow>> {
+        let sql = format!("SELECT {ENTRY_COLUMNS} FROM entries WHERE {condition}");
+        let mut stmt = self.conn.prepare(&sql)?;
+        let rows = stmt.query_map(params, EntryRow::from_row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Remove entries (record files and index rows). Returns the blobs they referenced that no
+    /// remaining entry references.
+    pub fn remove_entries(&mut self, store: &Store, keys: &[String]) -> Result<Vec<String>> {
+        let tx = self.conn.transaction()?;
+        let mut candidates = HashSet::new();
+        {
+            let mut blobs_of = tx.prepare("SELECT digest FROM entry_blobs WHERE key = ?1")?;
+            for key in keys {
+                for d in blobs_of.query_map([key], |r| r.get::<_, String>(0))? {
+                    candidates.insert(d?);
+                }
+            }
+        }
+        for key in keys {
+            store.remove_record(key);
+            remove_entry_rows(&tx, key)?;
+        }
+        let mut orphans = Vec::new();
+        {
+            let mut refs = tx.prepare("SELECT COUNT(*) FROM entry_blobs WHERE digest = ?1")?;
+            for d in candidates {
+                let n: i64 = refs.query_row([&d], |r| r.get(0))?;
+                if n == 0 {
+                    orphans.push(d);
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(orphans)
+    }
+
+    /// Delete blob files (and their rows). Callers decide which are safe to delete (see
+    /// `manage::gc`). Returns (count, bytes) removed.
+    pub fn remove_blobs(&mut self, store: &Store, digests: &[String]) -> Result<(u64, u64)> {
+        let (mut count, mut bytes) = (0, 0);
+        let tx = self.conn.transaction()?;
+        for d in digests {
+            let path = store.cas.path(d);
+            let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+            if std::fs::remove_file(&path).is_ok() {
+                count += 1;
+                bytes += len;
+            }
+            tx.execute("DELETE FROM blobs WHERE digest = ?1", [d])?;
+        }
+        tx.commit()?;
+        Ok((count, bytes))
+    }
+
+    /// The blobs each of `keys` references.
+    pub fn blobs_of(&self, keys: &[String]) -> Result<HashMap<String, Vec<String>>> {
+        let mut out: HashMap<String, Vec<String>> = HashMap::new();
+        let mut stmt = self
+            .conn
+            .prepare("SELECT digest FROM entry_blobs WHERE key = ?1")?;
+        for k in keys {
+            for d in stmt.query_map([k], |r| r.get::<_, String>(0))? {
+                out.entry(k.clone()).or_default().push(d?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Bytes of records and blobs as the index knows them.
+    pub fn stored_bytes(&self) -> Result<u64> {
+        let records: i64 = self.conn.query_row(
+            "SELECT COALESCE(SUM(record_bytes), 0) FROM entries",
+            [],
+            |r| r.get(0),
+        )?;
+        let blobs: i64 = self.conn.query_row(
+            "SELECT COALESCE(SUM(stored_bytes), 0) FROM blobs",
+            [],
+            |r| r.get(0),
+        )?;
+        Ok((records + blobs) as u64)
+    }
+}
+
+/// `ab/<name>` files under a fan-out directory: name → path. Names that are not 64 hex
+/// characters are ignored here (verify reports them).
+pub fn list_fanout(dir: &Path) -> Result<HashMap<String, PathBuf>> {
+    let mut out = HashMap::new();
+    let top = match std::fs::read_dir(dir) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(e).with_context(|| format!("listing {}", dir.display())),
+    };
+    for sub in top.flatten() {
+        if !sub.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+            continue;
+        }
+        for f in std::fs::read_dir(sub.path())?.flatten() {
+            let name = f.file_name().to_string_lossy().into_owned();
+            if is_digest(&name) {
+                out.insert(name, f.path());
+            }
+        }
+    }
+    Ok(out)
+}
+
+pub fn is_digest(s: &str) -> bool {
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+fn record_size(path: &Path) -> u64 {
+    std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+}
+
+/// Uncompressed size from a blob's header (without reading the payload).
+fn blob_size(path: &Path) -> Option<u64> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).ok()?;
+    let mut header = [0u8; 48];
+    f.read_exact(&mut header).ok()?;
+    Some(u64::from_le_bytes(header[40..48].try_into().ok()?))
+}
+
+fn remove_entry_rows(tx: &Transaction, key: &str) -> Result<()> {
+    tx.execute("DELETE FROM entries WHERE key = ?1", [key])?;
+    tx.execute("DELETE FROM entry_blobs WHERE key = ?1", [key])?;
+    tx.execute("DELETE FROM entry_inputs WHERE key = ?1", [key])?;
+    Ok(())
+}
+
+/// Insert or replace the index rows for `rec`. Usage (hits, last use) survives a replacement.
+fn upsert_entry(
+    tx: &Transaction,
+    store: &Store,
+    rec: &Record,
+    record_bytes: u64,
+    used_ms: Option<u64>,
+) -> Result<()> {
+    let old: Option<(i64, i64)> = tx
+        .query_row(
+            "SELECT hits, last_used_ms FROM entries WHERE key = ?1",
+            [&rec.key],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    remove_entry_rows(tx, &rec.key)?;
+    let mut size = record_bytes;
+    let mut logical = rec.stdout.size + rec.stderr.size;
+    let mut seen = HashSet::new();
+    for digest in rec.blobs() {
+        if !seen.insert(digest.to_owned()) {
+            continue;
+        }
+        let known: Option<i64> = tx
+            .query_row(
+                "SELECT stored_bytes FROM blobs WHERE digest = ?1",
+                [digest],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let stored = match known {
+            Some(s) => s as u64,
+            None => {
+                let path = store.cas.path(digest);
+                let stored = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+                let plain = blob_size(&path).unwrap_or(0);
+                tx.execute(
+                    "INSERT OR IGNORE INTO blobs(digest, stored_bytes, size) VALUES(?1, ?2, ?3)",
+                    params![digest, stored as i64, plain as i64],
+                )?;
+                stored
+            }
+        };
+        size += stored;
+        tx.execute(
+            "INSERT OR IGNORE INTO entry_blobs(key, digest) VALUES(?1, ?2)",
+            params![rec.key, digest],
+        )?;
+    }
+    logical += rec.outputs.iter().map(|o| o.size).sum::<u64>();
+    let cwd = crate::paths::decode_os(&rec.cwd);
+    for path in rec.components.inputs.keys() {
+        let p = crate::paths::decode_os(path);
+        let abs = crate::paths::normalize(&Path::new(&cwd).join(p));
+        tx.execute(
+            "INSERT OR IGNORE INTO entry_inputs(key, path) VALUES(?1, ?2)",
+            params![rec.key, crate::paths::encode_os(abs.as_os_str())],
+        )?;
+    }
+    let (hits, last_used) = match old {
+        Some((h, l)) => (h, (l as u64).max(used_ms.unwrap_or(rec.created_ms))),
+        None => (0, used_ms.unwrap_or(rec.created_ms).max(rec.created_ms)),
+    };
+    tx.execute(
+        "INSERT INTO entries(key, command, namespace, tags, cwd, created_ms, last_used_ms, hits,
+            duration_ms, exit_code, record_bytes, size_bytes, logical_bytes)
+         VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+        params![
+            rec.key,
+            rec.command,
+            rec.namespace,
+            serde_json::to_string(&rec.tags)?,
+            crate::paths::display_encoded(&rec.cwd),
+            rec.created_ms as i64,
+            last_used as i64,
+            hits,
+            rec.duration_ms as i64,
+            rec.exit_code,
+            record_bytes as i64,
+            size as i64,
+            logical as i64
+        ],
+    )?;
+    Ok(())
+}
+
+fn bump_usage(tx: &Transaction, ts: u64, cmd: &str, ns: &str, column: &str, by: u64) -> Result<()> {
+    let sql = format!(
+        "INSERT INTO usage(hour, command, namespace, {column}) VALUES(?1, ?2, ?3, ?4)
+         ON CONFLICT(hour, command, namespace) DO UPDATE SET {column} = {column} + excluded.{column}"
+    );
+    tx.execute(&sql, params![(ts / HOUR_MS) as i64, cmd, ns, by as i64])?;
+    Ok(())
+}
+
+fn bump_fault(tx: &Transaction, ts: u64, kind: &str, reason: &str) -> Result<()> {
+    tx.execute(
+        "INSERT INTO faults(hour, kind, reason, count) VALUES(?1, ?2, ?3, 1)
+         ON CONFLICT(hour, kind, reason) DO UPDATE SET count = count + 1",
+        params![(ts / HOUR_MS) as i64, kind, reason],
+    )?;
+    Ok(())
+}
+
+fn apply_event(tx: &Transaction, store: &Store, ev: &Event) -> Result<()> {
+    match ev {
+        Event::Hit {
+            ts,
+            key,
+            cmd,
+            ns,
+            saved_ms,
+            bytes,
+        } => {
+            tx.execute(
+                "UPDATE entries SET hits = hits + 1, last_used_ms = MAX(last_used_ms, ?2) WHERE key = ?1",
+                params![key, *ts as i64],
+            )?;
+            bump_usage(tx, *ts, cmd, ns, "hits", 1)?;
+            bump_usage(tx, *ts, cmd, ns, "time_saved_ms", *saved_ms)?;
+            bump_usage(tx, *ts, cmd, ns, "bytes_replayed", *bytes)?;
+        }
+        Event::Miss { ts, cmd, ns, .. } => bump_usage(tx, *ts, cmd, ns, "misses", 1)?,
+        Event::Store {
+            ts, key, cmd, ns, ..
+        } => {
+            bump_usage(tx, *ts, cmd, ns, "stores", 1)?;
+            let path = store.record_path(key);
+            if let Some(d) = std::fs::read(&path)
+                .ok()
+                .and_then(|b| record::decode(&b).ok())
+            {
+                upsert_entry(tx, store, &d.record, record_size(&path), Some(*ts))?;
+            }
+        }
+        Event::Uncacheable { ts, reason, .. } => bump_fault(tx, *ts, "uncacheable", reason)?,
+        Event::Error { ts, kind } => bump_fault(tx, *ts, "error", kind)?,
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::record::tests::sample;
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::at(d.path().join("c"));
+        s.init().unwrap();
+        (d, s)
+    }
+
+    #[test]
+    fn folds_journal_once_and_rebuilds_from_records() {
+        let (_d, s) = store();
+        let rec = sample();
+        s.write_record(&rec, b"hi\n", b"e\n").unwrap();
+        let ev = |e| journal::append(&s.journal, &e).unwrap();
+        ev(Event::Store {
+            ts: 10,
+            key: rec.key.clone(),
+            cmd: "echo hi".into(),
+            ns: "default".into(),
+            bytes: 1,
+            duration_ms: 1500,
+        });
+        for ts in [20, 30] {
+            ev(Event::Hit {
+                ts,
+                key: rec.key.clone(),
+                cmd: "echo hi".into(),
+                ns: "default".into(),
+                saved_ms: 1500,
+                bytes: 5,
+            });
+        }
+        let mut idx = Index::open(&s).unwrap();
+        assert_eq!(idx.fold_journal(&s).unwrap(), 3);
+        assert_eq!(idx.fold_journal(&s).unwrap(), 0);
+        let rows = idx.entries_where("1", &[]).unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].hits, 2);
+        let saved: i64 = idx
+            .conn
+            .query_row("SELECT SUM(time_saved_ms) FROM usage", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(saved, 3000);
+
+        // Lose the index: entries come back from the files.
+        drop(idx);
+        std::fs::remove_file(Index::path(&s)).unwrap();
+        let idx = Index::open(&s).unwrap();
+        assert_eq!(idx.entries_where("1", &[]).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_crash_after_commit_does_not_double_count() {
+        let (_d, s) = store();
+        let mut idx = Index::open(&s).unwrap();
+        let aside = s.root.join("journal-v1.1.1.folding");
+        std::fs::write(&aside, "{\"ev\":\"error\",\"ts\":1,\"kind\":\"read\"}\n").unwrap();
+        idx.set_meta("folded:journal-v1.1.1.folding", "1").unwrap();
+        assert_eq!(idx.fold_journal(&s).unwrap(), 0);
+        assert!(!aside.exists());
+    }
+}

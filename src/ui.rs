@@ -1,0 +1,86 @@
+//! Presentation shared by the management commands: tables, sizes, times, progress.
+//!
+//! Tables are plain (no colour: NO_COLOR is respected by never emitting any); progress bars go to
+//! stderr and only when it is a terminal; `--json` output is produced with serde_json by each
+//! command from the same data.
+
+use comfy_table::{ContentArrangement, Table, presets};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::io::IsTerminal;
+
+/// A table in the house style.
+pub fn table(header: &[&str]) -> Table {
+    let mut t = Table::new();
+    t.load_style(presets::UTF8_FULL_CONDENSED)
+        .set_content_arrangement(ContentArrangement::Dynamic)
+        .set_header(header.iter().copied());
+    t
+}
+
+/// `1.5 MiB`.
+pub fn size(bytes: u64) -> String {
+    bytesize::ByteSize(bytes).display().iec().to_string()
+}
+
+/// `1.4s`, `320ms`, `2h 3m`.
+pub fn duration_ms(ms: u64) -> String {
+    if ms < 1000 {
+        return format!("{ms}ms");
+    }
+    if ms < 60_000 {
+        return format!("{:.1}s", ms as f64 / 1000.0);
+    }
+    let secs = ms / 1000;
+    let d = std::time::Duration::from_secs(if secs >= 3600 { secs / 60 * 60 } else { secs });
+    humantime::format_duration(d).to_string()
+}
+
+/// How long ago `ms` was, relative to the (possibly fake) clock: `5m ago`.
+pub fn ago(ms: u64) -> String {
+    let now = crate::clock::now_ms();
+    if ms > now {
+        return "just now".into();
+    }
+    let secs = (now - ms) / 1000;
+    let (n, unit) = match secs {
+        0..=59 => (secs, "s"),
+        60..=3599 => (secs / 60, "m"),
+        3600..=86_399 => (secs / 3600, "h"),
+        _ => (secs / 86_400, "d"),
+    };
+    format!("{n}{unit} ago")
+}
+
+/// RFC 3339 UTC timestamp with milliseconds.
+pub fn rfc3339(ms: u64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+/// The first 12 characters of a key.
+pub fn short(key: &str) -> &str {
+    &key[..key.len().min(12)]
+}
+
+/// A progress bar on stderr, drawn only when stderr is a terminal.
+pub fn progress(len: u64, what: &str) -> ProgressBar {
+    let target = if std::io::stderr().is_terminal() {
+        ProgressDrawTarget::stderr()
+    } else {
+        ProgressDrawTarget::hidden()
+    };
+    let bar = ProgressBar::with_draw_target(Some(len), target);
+    bar.set_style(
+        ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} ({eta})")
+            .expect("static template")
+            .progress_chars("=> "),
+    );
+    bar.set_message(what.to_owned());
+    bar
+}
+
+/// Print `value` as pretty JSON on stdout.
+pub fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
