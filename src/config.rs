@@ -98,7 +98,9 @@ pub struct Config {
     pub compression_level: Setting<i32>,
     pub lock_timeout: Setting<Duration>,
     pub exe_check: Setting<ExeCheck>,
-    /// Top-level run defaults.
+    /// Print the one-line hit/miss note for every run.
+    pub verbose: Setting<bool>,
+    /// Top-level run defaults (they apply to every command; rules add to them).
     pub defaults: RunSettings,
     pub rules: Vec<Rule>,
     /// Config files read, lowest precedence first.
@@ -157,6 +159,15 @@ struct RawFile {
     compression_level: Option<Spanned<i64>>,
     lock_timeout: Option<Spanned<String>>,
     exe_check: Option<Spanned<String>>,
+    verbose: Option<Spanned<bool>>,
+    #[serde(default)]
+    inputs: Vec<String>,
+    #[serde(default)]
+    outputs: Vec<String>,
+    #[serde(default)]
+    env: Vec<String>,
+    #[serde(default)]
+    tags: Vec<String>,
     ttl: Option<Spanned<String>>,
     stale: Option<Spanned<String>>,
     namespace: Option<Spanned<String>>,
@@ -245,6 +256,7 @@ impl Config {
             compression_level: Setting::default(DEFAULT_COMPRESSION_LEVEL),
             lock_timeout: Setting::default(DEFAULT_LOCK_TIMEOUT),
             exe_check: Setting::default(ExeCheck::Content),
+            verbose: Setting::default(false),
             defaults: RunSettings::default(),
             rules: Vec::new(),
             files: Vec::new(),
@@ -319,14 +331,20 @@ impl Config {
             })?;
             self.exe_check = loc.setting(e, v);
         }
+        if let Some(v) = &raw.verbose {
+            self.verbose = loc.setting(v, *v.get_ref());
+        }
         let top = RawRunSettings {
+            inputs: raw.inputs,
+            outputs: raw.outputs,
+            env: raw.env,
+            tags: raw.tags,
             ttl: raw.ttl,
             stale: raw.stale,
             namespace: raw.namespace,
             salt: raw.salt,
             cache_failures: raw.cache_failures,
             cwd: raw.cwd,
-            ..Default::default()
         };
         let top = run_settings(&loc, &top)?;
         overlay(&mut self.defaults, top);
@@ -606,7 +624,7 @@ impl RunOptions {
             force: args.force,
             no_store: args.no_store,
             explain: args.explain,
-            verbose: args.verbose,
+            verbose: args.verbose || cfg.verbose.value,
             exe_check: cfg.exe_check.value,
             lock_timeout: cfg.lock_timeout.value,
             compression_level: cfg.compression_level.value,

@@ -164,13 +164,15 @@ pub fn run(opts: &RunOptions, root: Option<PathBuf>, cwd: &Path) -> i32 {
     };
     let code = captured.outcome.exit_code();
     match uncacheable_reason(opts, &captured) {
-        Some(reason) => store.log(&Event::Uncacheable {
-            ts: now_ms(),
-            key: key.clone(),
-            cmd: opts.command_line.clone(),
-            ns: opts.namespace.clone(),
-            reason: reason.to_owned(),
-        }),
+        Some(reason) => {
+            store.log(&Event::Uncacheable {
+                ts: now_ms(),
+                key: key.clone(),
+                cmd: opts.command_line.clone(),
+                ns: opts.namespace.clone(),
+                reason: reason.to_owned(),
+            });
+        }
         None => {
             if let Err(e) = store_result(opts, &store, &key, components, captured, cwd) {
                 warn::once("store", format_args!("cannot store the result: {e:#}"));
@@ -402,7 +404,7 @@ fn try_hit(opts: &RunOptions, store: &Store, key: &str, cwd: &Path) -> HitResult
     let bytes = d.record.stdout.size
         + d.record.stderr.size
         + d.record.outputs.iter().map(|o| o.size).sum::<u64>();
-    store.log(&Event::Hit {
+    let fold_due = store.log(&Event::Hit {
         ts: now_ms(),
         key: key.to_owned(),
         cmd: d.record.command.clone(),
@@ -410,6 +412,9 @@ fn try_hit(opts: &RunOptions, store: &Store, key: &str, cwd: &Path) -> HitResult
         saved_ms: d.record.duration_ms,
         bytes,
     });
+    if fold_due {
+        spawn_detached(store, &["gc", "--auto"], None);
+    }
     if opts.verbose {
         eprintln!(
             "cachectl: hit {} (saved {})",

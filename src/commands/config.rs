@@ -52,7 +52,9 @@ pub fn run(dir: Option<(PathBuf, Source)>, args: &ConfigArgs) -> Result<i32> {
         "exe_check",
         &map(&cfg.exe_check, |v| v.as_str().to_owned()),
     );
+    row(&mut out, "verbose", &map(&cfg.verbose, |v| v.to_string()));
     settings_rows(&mut out, &cfg.defaults);
+    lists(&mut out, &cfg.defaults, "  ");
 
     out.push_str("\nRules:\n");
     if cfg.rules.is_empty() {
@@ -160,7 +162,8 @@ fn settings_rows(out: &mut String, s: &RunSettings) {
     flag(&s.cwd, "cwd (in key)", true, out);
 }
 
-fn describe_lists(out: &mut String, s: &RunSettings) {
+/// The list settings (inputs, outputs, env, tags) that are set.
+fn lists(out: &mut String, s: &RunSettings, indent: &str) {
     for (name, v) in [
         ("inputs", &s.inputs),
         ("outputs", &s.outputs),
@@ -168,9 +171,13 @@ fn describe_lists(out: &mut String, s: &RunSettings) {
         ("tags", &s.tags),
     ] {
         if !v.is_empty() {
-            let _ = writeln!(out, "      {name} = {v:?}");
+            let _ = writeln!(out, "{indent}{name:<18} {v:?}");
         }
     }
+}
+
+fn describe_lists(out: &mut String, s: &RunSettings) {
+    lists(out, s, "      ");
     for (name, v) in [("ttl", &s.ttl), ("stale", &s.stale)] {
         if let Some(d) = v {
             let _ = writeln!(

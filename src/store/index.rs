@@ -16,7 +16,7 @@
 //! fail. Folding is crash-safe: the journal is renamed to a `*.folding` file first, the events are
 //! applied in one transaction that also records the file's name, and the file is deleted after
 //! commit. A crash between commit and delete is recognised by that name, so no event is counted
-//! twice or lost.
+//! twice or lost. One process folds at a time (`fold.lock`).
 //!
 //! ## Compatibility
 //! Migrations are a list applied in order and tracked with `pragma user_version`; entries are
@@ -207,6 +207,17 @@ impl Index {
 
     /// Fold every pending journal event into the index.
     pub fn fold_journal(&mut self, store: &Store) -> Result<u64> {
+        // One folder at a time: two could otherwise both apply the same `*.folding` file.
+        let lock_path = store.root.join("fold.lock");
+        let fold_lock = std::fs::File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .with_context(|| format!("opening {}", lock_path.display()))?;
+        fold_lock
+            .lock()
+            .context("locking the journal for folding")?;
         // Move the live journal aside (under its exclusive lock, so no writer is mid-append).
         if let Ok(f) = std::fs::File::open(&store.journal) {
             f.lock().context("locking the journal")?;

@@ -56,19 +56,24 @@ pub enum Event {
     Error { ts: u64, kind: String },
 }
 
-/// Append `event` to the journal at `path`. Errors are returned for the caller to ignore or warn.
-pub fn append(path: &Path, event: &Event) -> std::io::Result<()> {
+/// Above this size a run asks for the journal to be folded (by a background `gc --auto`), so a
+/// cache that only ever sees hits does not grow its journal without bound.
+pub const FOLD_THRESHOLD: u64 = 4 << 20;
+
+/// Append `event` to the journal at `path` and return the journal's new length. Errors are
+/// returned for the caller to ignore or warn.
+pub fn append(path: &Path, event: &Event) -> std::io::Result<u64> {
     let mut line = serde_json::to_vec(event).map_err(std::io::Error::other)?;
     line.push(b'\n');
     for _ in 0..8 {
         let mut f = File::options().append(true).create(true).open(path)?;
         f.lock_shared()?;
-        let still_current = match (f.metadata(), std::fs::metadata(path)) {
-            (Ok(a), Ok(b)) => a.ino() == b.ino() && a.dev() == b.dev(),
-            _ => false,
+        let (Ok(mine), Ok(current)) = (f.metadata(), std::fs::metadata(path)) else {
+            continue;
         };
-        if still_current {
-            return f.write_all(&line);
+        if mine.ino() == current.ino() && mine.dev() == current.dev() {
+            f.write_all(&line)?;
+            return Ok(mine.len() + line.len() as u64);
         }
         // The journal was renamed away by a fold between our open and our lock: reopen.
     }

@@ -223,10 +223,11 @@ impl Store {
         let _ = fsutil::write_atomic(&self.ledger_path(), &self.tmp, &total.to_le_bytes());
     }
 
-    /// Append a usage event; a failure is worth one warning, never an error.
-    pub fn log(&self, event: &journal::Event) {
+    /// Append a usage event; a failure is worth one warning, never an error. Returns whether
+    /// the journal has grown past [`journal::FOLD_THRESHOLD`] and should be folded.
+    pub fn log(&self, event: &journal::Event) -> bool {
         match journal::append(&self.journal, event) {
-            Ok(()) => {}
+            Ok(len) => return len > journal::FOLD_THRESHOLD,
             // The store was never created (a --no-store lookup on an empty cache): nothing to
             // record usage against.
             Err(e) if e.kind() == io::ErrorKind::NotFound && !self.root.exists() => {}
@@ -235,6 +236,7 @@ impl Store {
                 format_args!("cannot record usage in {}: {e}", self.journal.display()),
             ),
         }
+        false
     }
 }
 
