@@ -68,6 +68,11 @@ pub enum Command {
         after_help = "Examples:\n  cachectl explain -- ./resize img.png\n  cachectl explain -i a.c -e CC -- gcc -c a.c -o a.o\n  cachectl explain --json -- make | jq .hit"
     )]
     Explain(ExplainArgs),
+    /// Run a manifest's commands (or the most used ones) so that later runs hit
+    #[command(
+        after_help = "Examples:\n  cachectl warm examples/warm.toml -j 4\n  cachectl warm ci-warm.toml --dry-run\n  cachectl warm --from-history --top 20 --since 7d"
+    )]
+    Warm(WarmArgs),
     /// Show the resolved configuration and where each value comes from
     #[command(
         after_help = "Examples:\n  cachectl config\n  cachectl config -- ./resize img.png   # which [[rule]]s apply to this command"
@@ -303,6 +308,46 @@ pub struct ExplainArgs {
     pub json: bool,
     #[command(flatten)]
     pub run: RunArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct WarmArgs {
+    /// TOML manifest of [[command]] tables (see docs/warm.md)
+    #[arg(
+        value_name = "MANIFEST",
+        required_unless_present = "from_history",
+        conflicts_with = "from_history"
+    )]
+    pub manifest: Option<PathBuf>,
+    /// Warm the most used commands recorded in this cache instead of a manifest
+    #[arg(long)]
+    pub from_history: bool,
+    /// With --from-history: how many commands
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 20,
+        requires = "from_history"
+    )]
+    pub top: usize,
+    /// With --from-history: count usage within this long ago, e.g. 7d
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, requires = "from_history")]
+    pub since: Option<Duration>,
+    /// Run up to N commands at once [default: number of cores]
+    #[arg(short = 'j', long, value_name = "N")]
+    pub jobs: Option<usize>,
+    /// List what would run and what is already cached; run nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Run every command, even those already cached, and overwrite their entries
+    #[arg(long)]
+    pub force: bool,
+    /// Keep scheduling after a failure (default: stop scheduling, let running ones finish)
+    #[arg(long)]
+    pub keep_going: bool,
+    /// Print JSON
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]

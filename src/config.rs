@@ -15,6 +15,7 @@ use crate::cli::RunArgs;
 use crate::cmdline::CommandPattern;
 use crate::error::usage;
 use crate::key::ExeCheck;
+use crate::located::TomlFile;
 use anyhow::Result;
 use serde::Deserialize;
 use std::ffi::OsString;
@@ -194,32 +195,18 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         .map_err(|e| format!("invalid duration `{s}`: {e} (examples: 90s, 2h, 7d)"))
 }
 
-/// Turns spans into `file:line` locations and builds located usage errors.
-struct Located<'a> {
-    path: &'a Path,
-    text: &'a str,
-}
+/// Turns spans into `file:line` sources and located usage errors.
+struct Located<'a>(TomlFile<'a>);
 
 impl Located<'_> {
-    fn line(&self, offset: usize) -> usize {
-        self.text[..offset.min(self.text.len())]
-            .matches('\n')
-            .count()
-            + 1
-    }
     fn source(&self, offset: usize) -> Source {
         Source::File {
-            path: self.path.to_path_buf(),
-            line: self.line(offset),
+            path: self.0.path.to_path_buf(),
+            line: self.0.line(offset),
         }
     }
     fn error(&self, offset: usize, msg: &str) -> anyhow::Error {
-        let line = self.line(offset);
-        let text = self.text.lines().nth(line - 1).unwrap_or("").trim_end();
-        usage(format!(
-            "{}:{line}: {msg}\n  | {text}\n  = fix: correct this line; every key is described in cachectl.toml.example",
-            self.path.display()
-        ))
+        self.0.error(offset, msg)
     }
     fn setting<S, T>(&self, s: &Spanned<S>, value: T) -> Setting<T> {
         Setting {
@@ -291,11 +278,12 @@ impl Config {
         }
         let text = std::fs::read_to_string(path)
             .map_err(|e| usage(format!("{}: cannot read config: {e}", path.display())))?;
-        let loc = Located { path, text: &text };
-        let raw: RawFile = toml::from_str(&text).map_err(|e| {
-            let offset = e.span().map(|s| s.start).unwrap_or(0);
-            loc.error(offset, e.message().trim())
-        })?;
+        let loc = Located(TomlFile {
+            path,
+            text: &text,
+            hint: "every key is described in cachectl.toml.example",
+        });
+        let raw: RawFile = loc.0.parse()?;
         self.files.push(path.to_path_buf());
         let base = path.parent().unwrap_or(Path::new("."));
         if let Some(d) = &raw.dir {

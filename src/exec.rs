@@ -182,7 +182,9 @@ extern "C" fn on_signal(sig: libc::c_int, info: *mut libc::siginfo_t, _: *mut li
     }
 }
 
-fn install_forwarding() {
+/// Install the handlers (idempotent). With no child registered, a signal is only recorded, which
+/// is how `warm` learns of a Ctrl-C.
+pub fn install_forwarding() {
     // SAFETY: installing a handler that only touches atomics and calls kill.
     unsafe {
         let mut sa: libc::sigaction = std::mem::zeroed();

@@ -19,7 +19,7 @@ use std::fs::Metadata;
 use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 /// Files larger than this are hashed with mmap + rayon.
 const MMAP_THRESHOLD: u64 = 1 << 20;
@@ -142,10 +142,6 @@ fn file_state(meta: &Metadata, digest: [u8; 32]) -> InputState {
     }
 }
 
-fn is_glob(pattern: &str) -> bool {
-    pattern.contains(['*', '?', '[', '{'])
-}
-
 /// Add one literal path (relative to `cwd`, or absolute): a file, a directory (recursively), a
 /// dangling symlink, or an absent path.
 fn add_path(
@@ -240,38 +236,47 @@ fn walk_dir(
     Ok(())
 }
 
-/// Expand a glob: walk from its literal prefix and add every match (a matched directory with all
-/// it contains).
+/// Expand a glob: add every match (a matched directory with all it contains).
 fn expand_glob(
     cwd: &Path,
     pattern: &str,
     out: &mut BTreeMap<String, InputState>,
     pending: &mut Vec<Pending>,
 ) -> Result<()> {
+    for rel in glob_paths(cwd, pattern)? {
+        add_path(cwd, &rel, out, pending)?;
+    }
+    Ok(())
+}
+
+/// The paths (relative to `cwd`, sorted) that a glob matches, walking only from its literal
+/// prefix. `*` stays within one path component, `**` crosses them; a matched directory is not
+/// descended into. Shared by input globs and `warm`'s `for_each`.
+pub fn glob_paths(cwd: &Path, pattern: &str) -> Result<Vec<PathBuf>> {
     let norm = normalize(Path::new(pattern));
     let norm_str = norm.to_string_lossy().into_owned();
     let matcher = GlobBuilder::new(&norm_str)
         .literal_separator(true)
         .backslash_escape(true)
         .build()
-        .with_context(|| format!("invalid input glob `{pattern}`"))?
+        .with_context(|| format!("invalid glob `{pattern}`"))?
         .compile_matcher();
     let mut base = PathBuf::new();
     for c in norm.components() {
-        let s = c.as_os_str().to_string_lossy();
-        if is_glob(&s) {
+        if is_glob(&c.as_os_str().to_string_lossy()) {
             break;
         }
         base.push(c.as_os_str());
     }
     let walk_root = cwd.join(&base);
-    if !walk_root.is_dir() {
-        return Ok(());
-    }
     let mut matched = Vec::new();
+    if !walk_root.is_dir() {
+        return Ok(matched);
+    }
     let mut it = walkdir::WalkDir::new(&walk_root)
         .follow_links(true)
         .min_depth(1)
+        .sort_by_file_name()
         .into_iter();
     while let Some(entry) = it.next() {
         let Ok(entry) = entry else { continue };
@@ -287,11 +292,12 @@ fn expand_glob(
             }
         }
     }
-    for rel in matched {
-        debug_assert!(!rel.components().any(|c| matches!(c, Component::CurDir)));
-        add_path(cwd, &rel, out, pending)?;
-    }
-    Ok(())
+    Ok(matched)
+}
+
+/// Whether a declared pattern is a glob rather than a literal path.
+pub fn is_glob(pattern: &str) -> bool {
+    pattern.contains(['*', '?', '[', '{'])
 }
 
 #[cfg(test)]

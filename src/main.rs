@@ -34,6 +34,7 @@ fn main() {
         Command::Ls(args) => cachectl::commands::ls::run(dir, args),
         Command::Show(args) => cachectl::commands::show::run(dir, args),
         Command::Explain(args) => cachectl::commands::explain::run(dir, args),
+        Command::Warm(args) => cachectl::commands::warm::run(dir, args),
     };
     match result {
         Ok(code) => std::process::exit(code),

@@ -339,6 +339,59 @@ pub fn compute_components(
     })
 }
 
+/// Why a stored, intact entry may not be served to this run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PolicyMiss {
+    /// It stored a non-zero exit and this run did not ask for `--cache-failures`.
+    StoredFailure(i32),
+    /// Older than `--ttl`.
+    Expired {
+        age_ms: u64,
+        ttl: std::time::Duration,
+    },
+}
+
+impl PolicyMiss {
+    pub fn short(self) -> &'static str {
+        match self {
+            PolicyMiss::StoredFailure(_) => "stored failure, and --cache-failures is not set",
+            PolicyMiss::Expired { .. } => "expired",
+        }
+    }
+}
+
+impl std::fmt::Display for PolicyMiss {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PolicyMiss::StoredFailure(code) => {
+                write!(
+                    f,
+                    "the entry stored exit code {code} and --cache-failures is not set"
+                )
+            }
+            PolicyMiss::Expired { age_ms, ttl } => write!(
+                f,
+                "the entry is {} old, older than --ttl {}",
+                crate::ui::duration_ms(*age_ms),
+                humantime::format_duration(*ttl)
+            ),
+        }
+    }
+}
+
+/// The policy check every reader of an entry applies (run, explain, warm): a stored failure
+/// is served only to runs with `--cache-failures`; an entry older than `--ttl` is a miss.
+pub fn policy_miss(opts: &RunOptions, rec: &Record) -> Option<PolicyMiss> {
+    if rec.exit_code != 0 && !opts.cache_failures {
+        return Some(PolicyMiss::StoredFailure(rec.exit_code));
+    }
+    let age_ms = now_ms().saturating_sub(rec.created_ms);
+    match opts.ttl {
+        Some(ttl) if age_ms > ttl.as_millis() as u64 => Some(PolicyMiss::Expired { age_ms, ttl }),
+        _ => None,
+    }
+}
+
 enum HitResult {
     Served(i32),
     /// Served, but older than `--stale`: refresh in the background.
@@ -374,16 +427,10 @@ fn try_hit(opts: &RunOptions, store: &Store, key: &str, cwd: &Path) -> HitResult
             return HitResult::Miss("unreadable entry");
         }
     };
-    if d.record.exit_code != 0 && !opts.cache_failures {
-        // Stored by a run that asked for failures to be cached; this one did not.
-        return HitResult::Miss("stored failure, and --cache-failures is not set");
+    if let Some(why) = policy_miss(opts, &d.record) {
+        return HitResult::Miss(why.short());
     }
     let age = now_ms().saturating_sub(d.record.created_ms);
-    if let Some(ttl) = opts.ttl
-        && age > ttl.as_millis() as u64
-    {
-        return HitResult::Miss("expired");
-    }
     let code = match serve(store, cwd, &d) {
         Ok(code) => code,
         Err(e) => {

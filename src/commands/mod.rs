@@ -9,6 +9,7 @@ pub mod run;
 pub mod show;
 pub mod stats;
 pub mod verify;
+pub mod warm;
 
 use crate::config::{Config, Source};
 use anyhow::{Context, Result};

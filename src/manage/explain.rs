@@ -64,23 +64,8 @@ pub fn explain(
         ),
         Some(Lookup::Found(d)) => {
             let age = now_ms().saturating_sub(d.record.created_ms);
-            if d.record.exit_code != 0 && !opts.cache_failures {
-                (
-                    false,
-                    format!(
-                        "miss: the entry stored exit code {} and --cache-failures is not set",
-                        d.record.exit_code
-                    ),
-                )
-            } else if let Some(ttl) = opts.ttl.filter(|t| age > t.as_millis() as u64) {
-                (
-                    false,
-                    format!(
-                        "miss: the entry is {} old, older than --ttl {}",
-                        crate::ui::duration_ms(age),
-                        humantime::format_duration(ttl)
-                    ),
-                )
+            if let Some(why) = crate::runner::policy_miss(opts, &d.record) {
+                (false, format!("miss: {why}"))
             } else if opts.stale.is_some_and(|s| age > s.as_millis() as u64) {
                 (
                     true,

@@ -1,0 +1,89 @@
+//! `warm --from-history`: the commands used most recently, re-keyed with today's inputs.
+//!
+//! Usage (hits + misses per command line and namespace) comes from the index. For each of the top
+//! commands, the newest stored entry supplies the options it was run with: its argv, working
+//! directory, declared inputs, outputs and env, namespace, salt, tags, whether the cwd was keyed,
+//! and whether it stored a failure. Commands keyed on stdin cannot be replayed and are skipped.
+
+use super::manifest::{Configs, WarmCommand};
+use crate::cli::RunArgs;
+use crate::clock::now_ms;
+use crate::config::RunOptions;
+use crate::paths::decode_os;
+use crate::store::index::Index;
+use crate::store::{Lookup, Store};
+use anyhow::Result;
+use std::path::PathBuf;
+use std::time::Duration;
+
+const HOUR_MS: u64 = 3_600_000;
+
+pub fn commands(
+    store: &Store,
+    idx: &Index,
+    top: usize,
+    since: Option<Duration>,
+    configs: &mut Configs,
+) -> Result<Vec<WarmCommand>> {
+    let from_hour = since
+        .map(|s| now_ms().saturating_sub(s.as_millis() as u64) / HOUR_MS)
+        .unwrap_or(0) as i64;
+    let mut stmt = idx.conn.prepare(
+        "SELECT command, namespace, SUM(hits) + SUM(misses) AS uses FROM usage
+         WHERE hour >= ?1 GROUP BY command, namespace ORDER BY uses DESC, command LIMIT ?2",
+    )?;
+    let used: Vec<(String, String)> = stmt
+        .query_map(rusqlite::params![from_hour, top as i64], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut out = Vec::new();
+    for (command, namespace) in used {
+        let newest = idx.entries_where(
+            "command = ?1 AND namespace = ?2 ORDER BY created_ms DESC LIMIT 1",
+            &[&command, &namespace],
+        )?;
+        let Some(row) = newest.into_iter().next() else {
+            continue;
+        };
+        let Ok(Lookup::Found(d)) = store.lookup(&row.key) else {
+            continue;
+        };
+        let rec = &d.record;
+        let c = &rec.components;
+        if c.stdin.is_some() {
+            continue;
+        }
+        let cwd = PathBuf::from(decode_os(&rec.cwd));
+        if !cwd.is_dir() {
+            continue;
+        }
+        let args = RunArgs {
+            inputs: c.input_patterns.clone(),
+            outputs: c
+                .outputs
+                .iter()
+                .map(|o| decode_os(o).to_string_lossy().into_owned())
+                .collect(),
+            env: c.env_patterns.clone(),
+            tags: rec.tags.clone(),
+            namespace: Some(c.namespace.clone()),
+            salt: (!c.salt.is_empty()).then(|| c.salt.clone()),
+            cache_failures: rec.exit_code != 0,
+            no_cwd: c.cwd.is_none(),
+            command: c.argv.iter().map(|a| decode_os(a)).collect(),
+            ..Default::default()
+        };
+        let cfg = configs.for_cwd(&cwd)?;
+        let Ok(opts) = RunOptions::resolve(&args, cfg) else {
+            continue;
+        };
+        out.push(WarmCommand {
+            cwd,
+            args,
+            opts,
+            origin: format!("history ({command})"),
+        });
+    }
+    Ok(out)
+}

@@ -1,0 +1,385 @@
+//! `warm`: compute every command's key, skip what is cached, run the rest in parallel.
+//!
+//! Keys are computed in this process with the same code `run` uses. Each miss then runs as a
+//! `cachectl run` child with the same options, so it is stored exactly as `cachectl run` would
+//! store it: same key, same per-key lock, same policies. Children's stdout is discarded; their
+//! stderr is kept (the tail) to report failures.
+//!
+//! Stopping: after the first failure (unless `--keep-going`) or a SIGINT/SIGTERM, nothing new is
+//! scheduled. Running children are left to finish; after a signal they get [`GRACE`] before
+//! SIGTERM (which `cachectl run` forwards to the command and which keeps the result from being
+//! stored), then SIGKILL. The cache stays consistent either way: a child that dies never leaves a
+//! visible partial entry.
+
+pub mod history;
+pub mod manifest;
+
+use crate::exec;
+use crate::runner::{compute_components, policy_miss};
+use crate::store::{Lookup, Store};
+use manifest::WarmCommand;
+use serde::Serialize;
+use std::collections::{HashMap, VecDeque};
+use std::io::Read;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How long running children may go on after Ctrl-C before they are terminated.
+pub const GRACE: Duration = Duration::from_secs(10);
+const STDERR_TAIL: usize = 2048;
+
+pub struct WarmOptions {
+    pub jobs: usize,
+    pub dry_run: bool,
+    pub force: bool,
+    pub keep_going: bool,
+}
+
+/// What happened to one command. `status` is one of: `cached` (already cached, skipped),
+/// `would_run` (dry run), `stored`, `failed`, `not_run` (stopped before it was scheduled).
+#[derive(Serialize, Debug, Clone)]
+pub struct CommandResult {
+    pub command: String,
+    pub cwd: String,
+    pub origin: String,
+    pub key: String,
+    pub status: &'static str,
+    pub exit_code: Option<i32>,
+    pub duration_ms: u64,
+    /// Why it failed, and the end of its stderr.
+    pub error: Option<String>,
+}
+
+#[derive(Serialize, Debug, Default)]
+pub struct WarmReport {
+    pub dry_run: bool,
+    pub already_cached: u64,
+    pub stored: u64,
+    pub failed: u64,
+    pub not_run: u64,
+    pub would_run: u64,
+    pub interrupted: bool,
+    pub time_spent_ms: u64,
+    /// The run time that later hits of the newly stored entries will save, each time.
+    pub time_saved_later_ms: u64,
+    pub commands: Vec<CommandResult>,
+}
+
+impl WarmReport {
+    /// 0: nothing failed; 1: something failed; 130: interrupted.
+    pub fn exit_code(&self) -> i32 {
+        if self.interrupted {
+            130
+        } else if self.failed > 0 {
+            1
+        } else {
+            0
+        }
+    }
+}
+
+fn key_of(store: &Store, c: &WarmCommand) -> anyhow::Result<(String, bool)> {
+    let components = compute_components(&c.opts, &c.cwd, Some(store), None)?;
+    let key = components.key();
+    let cached = match store.lookup(&key)? {
+        Lookup::Found(d) => policy_miss(&c.opts, &d.record).is_none(),
+        _ => false,
+    };
+    Ok((key, cached))
+}
+
+/// The `cachectl run` argument list that reproduces `c`.
+fn run_args(root: &Path, c: &WarmCommand, force: bool) -> Vec<std::ffi::OsString> {
+    let mut a: Vec<std::ffi::OsString> = vec!["--dir".into(), root.into(), "run".into()];
+    let mut flag = |f: &str, v: &str| {
+        a.push(f.into());
+        a.push(v.into());
+    };
+    for i in &c.args.inputs {
+        flag("--input", i);
+    }
+    for o in &c.args.outputs {
+        flag("--output", o);
+    }
+    for e in &c.args.env {
+        flag("--env", e);
+    }
+    for t in &c.args.tags {
+        flag("--tag", t);
+    }
+    if let Some(n) = &c.args.namespace {
+        flag("--namespace", n);
+    }
+    if let Some(s) = &c.args.salt {
+        flag("--salt", s);
+    }
+    if let Some(t) = c.args.ttl {
+        flag("--ttl", &humantime::format_duration(t).to_string());
+    }
+    if let Some(t) = c.args.stale {
+        flag("--stale", &humantime::format_duration(t).to_string());
+    }
+    for (on, f) in [
+        (c.args.cache_failures, "--cache-failures"),
+        (c.args.no_cwd, "--no-cwd"),
+        (force, "--force"),
+    ] {
+        if on {
+            a.push(f.into());
+        }
+    }
+    a.push("--".into());
+    a.extend(c.args.command.iter().cloned());
+    a
+}
+
+fn tail(bytes: &[u8]) -> String {
+    let start = bytes.len().saturating_sub(STDERR_TAIL);
+    let text = String::from_utf8_lossy(&bytes[start..]);
+    text.trim_end().to_owned()
+}
+
+/// Run one command as a `cachectl run` child; returns (exit code, stderr tail, duration).
+fn run_child(
+    root: &Path,
+    c: &WarmCommand,
+    force: bool,
+    pids: &Mutex<HashMap<u32, ()>>,
+) -> (i32, String, u64) {
+    let start = Instant::now();
+    let exe = std::env::current_exe().unwrap_or_else(|_| "cachectl".into());
+    let child = Command::new(exe)
+        .args(run_args(root, c, force))
+        .current_dir(&c.cwd)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn();
+    let mut child = match child {
+        Ok(ch) => ch,
+        Err(e) => return (126, format!("cannot start cachectl: {e}"), 0),
+    };
+    let pid = child.id();
+    pids.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(pid, ());
+    let mut err = Vec::new();
+    if let Some(mut s) = child.stderr.take() {
+        let mut buf = [0u8; 8192];
+        while let Ok(n) = s.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            err.extend_from_slice(&buf[..n]);
+            if err.len() > 4 * STDERR_TAIL {
+                err.drain(..err.len() - STDERR_TAIL);
+            }
+        }
+    }
+    let status = child.wait();
+    pids.lock().unwrap_or_else(|e| e.into_inner()).remove(&pid);
+    use std::os::unix::process::ExitStatusExt;
+    let code = match status {
+        Ok(s) => s.code().unwrap_or_else(|| 128 + s.signal().unwrap_or(0)),
+        Err(_) => 1,
+    };
+    (code, tail(&err), start.elapsed().as_millis() as u64)
+}
+
+/// Warm `commands` into `store`. `on_failure` is told of each failure as it happens (the
+/// command prints it above the progress bar).
+pub fn run(
+    store: &Store,
+    commands: Vec<WarmCommand>,
+    opts: &WarmOptions,
+    on_failure: &(dyn Fn(&CommandResult) + Sync),
+) -> anyhow::Result<WarmReport> {
+    exec::install_forwarding();
+    let started = Instant::now();
+    let mut report = WarmReport {
+        dry_run: opts.dry_run,
+        ..Default::default()
+    };
+    // Classify: cached (skip) or to run.
+    let mut results: Vec<CommandResult> = Vec::with_capacity(commands.len());
+    let mut queue = VecDeque::new();
+    for (i, c) in commands.iter().enumerate() {
+        let (key, cached) = key_of(store, c)?;
+        let cached = cached && !opts.force;
+        results.push(CommandResult {
+            command: c.opts.command_line.clone(),
+            cwd: c.cwd.display().to_string(),
+            origin: c.origin.clone(),
+            key,
+            status: if cached {
+                "cached"
+            } else if opts.dry_run {
+                "would_run"
+            } else {
+                "not_run"
+            },
+            exit_code: None,
+            duration_ms: 0,
+            error: None,
+        });
+        if !cached && !opts.dry_run {
+            queue.push_back(i);
+        }
+    }
+    if !opts.dry_run && !queue.is_empty() {
+        store.init()?;
+        execute(store, &commands, &mut results, queue, opts, on_failure);
+    }
+    for r in &results {
+        match r.status {
+            "cached" => report.already_cached += 1,
+            "stored" => report.stored += 1,
+            "failed" => report.failed += 1,
+            "would_run" => report.would_run += 1,
+            _ => report.not_run += 1,
+        }
+        if r.status == "stored" {
+            report.time_saved_later_ms += r.duration_ms;
+        }
+    }
+    report.interrupted = exec::interrupted();
+    report.time_spent_ms = started.elapsed().as_millis() as u64;
+    report.commands = results;
+    Ok(report)
+}
+
+fn execute(
+    store: &Store,
+    commands: &[WarmCommand],
+    results: &mut [CommandResult],
+    queue: VecDeque<usize>,
+    opts: &WarmOptions,
+    on_failure: &(dyn Fn(&CommandResult) + Sync),
+) {
+    let total = queue.len() as u64;
+    let bar = crate::ui::progress(total, "warming");
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{msg} [{bar:30}] {pos}/{len} {elapsed} (ETA {eta})",
+        )
+        .expect("static template")
+        .progress_chars("=> "),
+    );
+    let queue = Mutex::new(queue);
+    let stop = AtomicBool::new(false);
+    let pids: Mutex<HashMap<u32, ()>> = Mutex::new(HashMap::new());
+    let shared: Arc<Mutex<Vec<(usize, CommandResult)>>> = Arc::new(Mutex::new(Vec::new()));
+    let workers_done = AtomicBool::new(false);
+    let root = store.root.clone();
+    std::thread::scope(|s| {
+        let mut handles = Vec::new();
+        for _ in 0..opts.jobs.max(1) {
+            handles.push(s.spawn(|| {
+                loop {
+                    if stop.load(Ordering::SeqCst) || exec::interrupted() {
+                        return;
+                    }
+                    let Some(i) = queue.lock().unwrap_or_else(|e| e.into_inner()).pop_front()
+                    else {
+                        return;
+                    };
+                    let c = &commands[i];
+                    bar.set_message(c.opts.command_line.chars().take(40).collect::<String>());
+                    let (code, err_tail, ms) = run_child(&root, c, opts.force, &pids);
+                    let mut r = results_template(c, &root, ms, code);
+                    r.key = String::new();
+                    let stored_ok = code == 0 || c.opts.cache_failures;
+                    let key = key_after(store, c);
+                    let found = key.as_ref().is_some_and(|(_, found)| *found);
+                    r.key = key.map(|(k, _)| k).unwrap_or_default();
+                    if stored_ok && found && !exec::interrupted() {
+                        r.status = "stored";
+                    } else {
+                        r.status = if exec::interrupted() && code > 128 {
+                            "not_run"
+                        } else {
+                            "failed"
+                        };
+                        let why = if code != 0 {
+                            format!("exit code {code}")
+                        } else {
+                            "ran, but nothing was stored under its key".to_owned()
+                        };
+                        r.error = Some(if err_tail.is_empty() {
+                            why
+                        } else {
+                            format!("{why}\n{err_tail}")
+                        });
+                        if r.status == "failed" {
+                            bar.suspend(|| on_failure(&r));
+                            if !opts.keep_going {
+                                stop.store(true, Ordering::SeqCst);
+                            }
+                        }
+                    }
+                    shared
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push((i, r));
+                    bar.inc(1);
+                }
+            }));
+        }
+        // Watch for Ctrl-C: stop scheduling, give running children GRACE, then end them.
+        s.spawn(|| {
+            let mut since: Option<Instant> = None;
+            while !workers_done.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(50));
+                if !exec::interrupted() {
+                    continue;
+                }
+                let t = *since.get_or_insert_with(Instant::now);
+                let sig = if t.elapsed() > GRACE + Duration::from_secs(3) {
+                    libc::SIGKILL
+                } else if t.elapsed() > GRACE {
+                    libc::SIGTERM
+                } else {
+                    continue;
+                };
+                for pid in pids.lock().unwrap_or_else(|e| e.into_inner()).keys() {
+                    // SAFETY: kill with a pid of a child we spawned and have not reaped.
+                    unsafe {
+                        libc::kill(*pid as i32, sig);
+                    }
+                }
+            }
+        });
+        for h in handles {
+            let _ = h.join();
+        }
+        workers_done.store(true, Ordering::SeqCst);
+    });
+    bar.finish_and_clear();
+    for (i, r) in std::mem::take(&mut *shared.lock().unwrap_or_else(|e| e.into_inner())) {
+        results[i] = r;
+    }
+}
+
+fn results_template(c: &WarmCommand, _root: &Path, ms: u64, code: i32) -> CommandResult {
+    CommandResult {
+        command: c.opts.command_line.clone(),
+        cwd: c.cwd.display().to_string(),
+        origin: c.origin.clone(),
+        key: String::new(),
+        status: "failed",
+        exit_code: Some(code),
+        duration_ms: ms,
+        error: None,
+    }
+}
+
+/// The command's key after it ran, and whether an entry is stored under it.
+fn key_after(store: &Store, c: &WarmCommand) -> Option<(String, bool)> {
+    let components = compute_components(&c.opts, &c.cwd, Some(store), None).ok()?;
+    let key = components.key();
+    let found = matches!(store.lookup(&key), Ok(Lookup::Found(_)));
+    Some((key, found))
+}
