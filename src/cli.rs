@@ -1,6 +1,7 @@
 //! Command-line definitions (clap). Nothing here does any work: commands turn these "low"
 //! arguments into resolved options (see `config`) before acting on them.
 
+use clap::builder::BoolishValueParser;
 use clap::{Args, Parser, Subcommand};
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -115,7 +116,7 @@ pub struct RunArgs {
     pub stdin: bool,
 
     /// Leave the working directory out of the key (share entries across checkouts)
-    #[arg(long, env = "CACHECTL_NO_CWD")]
+    #[arg(long, env = "CACHECTL_NO_CWD", value_parser = BoolishValueParser::new())]
     pub no_cwd: bool,
 
     /// Namespace: part of the key; separates unrelated uses of one cache
@@ -140,32 +141,27 @@ pub struct RunArgs {
     pub stale: Option<Duration>,
 
     /// Also store non-zero exits (a death by signal is never stored)
-    #[arg(long, env = "CACHECTL_CACHE_FAILURES")]
+    #[arg(long, env = "CACHECTL_CACHE_FAILURES", value_parser = BoolishValueParser::new())]
     pub cache_failures: bool,
 
     /// Run the command and overwrite whatever is stored
-    #[arg(long, env = "CACHECTL_FORCE")]
+    #[arg(long, env = "CACHECTL_FORCE", value_parser = BoolishValueParser::new())]
     pub force: bool,
 
     /// Look up only; never write to the cache
-    #[arg(long, env = "CACHECTL_NO_STORE")]
+    #[arg(long, env = "CACHECTL_NO_STORE", value_parser = BoolishValueParser::new())]
     pub no_store: bool,
 
     /// Print each key component with its digest, and hit or miss, to stderr
-    #[arg(long, env = "CACHECTL_EXPLAIN")]
+    #[arg(long, env = "CACHECTL_EXPLAIN", value_parser = BoolishValueParser::new())]
     pub explain: bool,
 
     /// One line on stderr: hit (with time saved) or miss
-    #[arg(short, long, env = "CACHECTL_VERBOSE")]
+    #[arg(short, long, env = "CACHECTL_VERBOSE", value_parser = BoolishValueParser::new())]
     pub verbose: bool,
 
     /// The command and its arguments (after `--`)
-    #[arg(
-        required = true,
-        trailing_var_arg = true,
-        allow_hyphen_values = true,
-        value_name = "COMMAND"
-    )]
+    #[arg(required = true, trailing_var_arg = true, value_name = "COMMAND")]
     pub command: Vec<OsString>,
 }
 

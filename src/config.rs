@@ -104,6 +104,8 @@ pub struct Config {
     /// Top-level run defaults (they apply to every command; rules add to them).
     pub defaults: RunSettings,
     pub rules: Vec<Rule>,
+    /// Per file, lowest precedence first: its top-level run settings and its rules.
+    layers: Vec<(RunSettings, Vec<Rule>)>,
     /// Config files read, lowest precedence first.
     pub files: Vec<PathBuf>,
 }
@@ -246,6 +248,7 @@ impl Config {
             verbose: Setting::default(false),
             defaults: RunSettings::default(),
             rules: Vec::new(),
+            layers: Vec::new(),
             files: Vec::new(),
         }
     }
@@ -335,13 +338,14 @@ impl Config {
             cwd: raw.cwd,
         };
         let top = run_settings(&loc, &top)?;
-        overlay(&mut self.defaults, top);
+        overlay(&mut self.defaults, top.clone());
+        let mut layer_rules = Vec::new();
         for r in raw.rule {
             let span = r.span();
             let rule = r.into_inner();
             let pattern = CommandPattern::new(rule.pattern.get_ref())
                 .map_err(|e| loc.error(rule.pattern.span().start, &format!("`match`: {e:#}")))?;
-            self.rules.push(Rule {
+            layer_rules.push(Rule {
                 pattern,
                 pattern_text: rule.pattern.get_ref().clone(),
                 origin: loc.source(span.start),
@@ -362,6 +366,8 @@ impl Config {
                 )?,
             });
         }
+        self.rules.extend(layer_rules.iter().cloned());
+        self.layers.push((top, layer_rules));
         Ok(())
     }
 
@@ -409,16 +415,6 @@ impl Config {
             };
         }
         Ok(())
-    }
-
-    /// The rules whose pattern matches `command_line`, in precedence order (lowest first).
-    pub fn matching_rules<'a>(
-        &'a self,
-        command_line: &'a str,
-    ) -> impl Iterator<Item = &'a Rule> + 'a {
-        self.rules
-            .iter()
-            .filter(move |r| r.pattern.matches(command_line))
     }
 }
 
@@ -539,11 +535,16 @@ fn dedup(v: Vec<String>) -> Vec<String> {
 impl RunOptions {
     pub fn resolve(args: &RunArgs, cfg: &Config) -> Result<RunOptions> {
         let command_line = crate::cmdline::display(&args.command);
-        let mut s = cfg.defaults.clone();
+        // Layer by layer (user config, then project config): its top-level settings, then its
+        // matching rules. A project's settings thus beat any user-wide rule.
+        let mut s = RunSettings::default();
         let mut matched_rules = Vec::new();
-        for rule in cfg.matching_rules(&command_line) {
-            matched_rules.push(format!("{} (match = {:?})", rule.origin, rule.pattern_text));
-            overlay(&mut s, rule.settings.clone());
+        for (top, rules) in &cfg.layers {
+            overlay(&mut s, top.clone());
+            for rule in rules.iter().filter(|r| r.pattern.matches(&command_line)) {
+                matched_rules.push(format!("{} (match = {:?})", rule.origin, rule.pattern_text));
+                overlay(&mut s, rule.settings.clone());
+            }
         }
         let inputs = dedup(
             s.inputs
@@ -680,6 +681,32 @@ mod tests {
         assert_eq!(
             RunOptions::resolve(&other, &cfg).unwrap().namespace,
             "default"
+        );
+    }
+
+    #[test]
+    fn project_top_level_beats_a_user_rule() {
+        let d = tempfile::tempdir().unwrap();
+        let user = d.path().join("user.toml");
+        let project = d.path().join("cachectl.toml");
+        std::fs::write(
+            &user,
+            "[[rule]]\nmatch = \"*\"\nttl = \"1h\"\nnamespace = \"u\"\n",
+        )
+        .unwrap();
+        std::fs::write(&project, "ttl = \"1d\"\n").unwrap();
+        let mut cfg = Config::builtin();
+        cfg.apply_file(&user, false).unwrap();
+        cfg.apply_file(&project, false).unwrap();
+        let args = RunArgs {
+            command: vec!["x".into()],
+            ..Default::default()
+        };
+        let o = RunOptions::resolve(&args, &cfg).unwrap();
+        assert_eq!(o.ttl, Some(Duration::from_secs(86_400)));
+        assert_eq!(
+            o.namespace, "u",
+            "what the project does not set, the user rule still sets"
         );
     }
 

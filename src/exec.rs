@@ -166,6 +166,8 @@ impl SpawnError {
 
 static CHILD: AtomicI32 = AtomicI32::new(0);
 static RECEIVED: AtomicI32 = AtomicI32::new(0);
+/// A signal that arrived while no child was running yet: delivered as soon as one starts.
+static PENDING: AtomicI32 = AtomicI32::new(0);
 const FORWARDED: [libc::c_int; 4] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT];
 
 extern "C" fn on_signal(sig: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc::c_void) {
@@ -176,8 +178,23 @@ extern "C" fn on_signal(sig: libc::c_int, info: *mut libc::siginfo_t, _: *mut li
     // SAFETY: the kernel passes a valid siginfo_t to an SA_SIGINFO handler; kill is
     // async-signal-safe.
     unsafe {
-        if pid > 0 && (info.is_null() || (*info).si_code <= 0) {
+        if pid <= 0 {
+            PENDING.store(sig, Ordering::SeqCst);
+        } else if info.is_null() || (*info).si_code <= 0 {
             libc::kill(pid, sig);
+        }
+    }
+}
+
+/// Record the child's pid for forwarding, and deliver a signal that arrived before it existed
+/// (it cannot have reached the child through the terminal either).
+fn register_child(pid: u32) {
+    CHILD.store(pid as i32, Ordering::SeqCst);
+    let pending = PENDING.swap(0, Ordering::SeqCst);
+    if pending != 0 {
+        // SAFETY: kill on the pid of a child we just spawned and have not reaped.
+        unsafe {
+            libc::kill(pid as i32, pending);
         }
     }
 }
@@ -194,6 +211,14 @@ pub fn install_forwarding() {
         for sig in FORWARDED {
             libc::sigaction(sig, &sa, std::ptr::null_mut());
         }
+    }
+}
+
+/// A terminating signal that arrived while no child ran (so nobody acted on it yet).
+pub fn unhandled_signal() -> Option<i32> {
+    match PENDING.load(Ordering::SeqCst) {
+        0 => None,
+        s => Some(s),
     }
 }
 
@@ -236,7 +261,7 @@ pub fn run_plain(
         program: argv[0].clone(),
         error,
     })?;
-    CHILD.store(child.id() as i32, Ordering::SeqCst);
+    register_child(child.id());
     wait_status(&mut child).map_err(|error| SpawnError {
         program: argv[0].clone(),
         error,
@@ -259,7 +284,7 @@ pub fn run_captured(
         error,
     };
     let mut child = cmd.spawn().map_err(err)?;
-    CHILD.store(child.id() as i32, Ordering::SeqCst);
+    register_child(child.id());
     let out_pipe = child.stdout.take().expect("piped");
     let err_pipe = child.stderr.take().expect("piped");
     let mut spools = [Spool::new(spool_dir.clone()), Spool::new(spool_dir)];

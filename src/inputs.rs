@@ -279,7 +279,22 @@ pub fn glob_paths(cwd: &Path, pattern: &str) -> Result<Vec<PathBuf>> {
         .sort_by_file_name()
         .into_iter();
     while let Some(entry) = it.next() {
-        let Ok(entry) = entry else { continue };
+        let entry = match entry {
+            Ok(e) => e,
+            Err(e) => {
+                // A dangling symlink matches like any path (and is keyed by its link text),
+                // as it is when a directory is walked.
+                if let Some(p) = e.path()
+                    && p.symlink_metadata()
+                        .is_ok_and(|m| m.file_type().is_symlink())
+                    && let Ok(sub) = p.strip_prefix(&walk_root)
+                    && matcher.is_match(base.join(sub))
+                {
+                    matched.push(base.join(sub));
+                }
+                continue;
+            }
+        };
         let sub = entry
             .path()
             .strip_prefix(&walk_root)
@@ -336,6 +351,18 @@ mod tests {
         assert_eq!(got["nope"].kind, InputKind::Absent);
         assert_eq!(got["src"].kind, InputKind::Dir);
         assert_eq!(got["x.h"].digest, blake3::hash(b"x").to_hex().to_string());
+    }
+
+    #[test]
+    fn globs_see_dangling_symlinks_as_walks_do() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path();
+        std::fs::create_dir_all(root.join("src")).unwrap();
+        std::os::unix::fs::symlink("nowhere", root.join("src/dangling")).unwrap();
+        let walked = collect(root, &["src".into()], &NoCache).unwrap();
+        let globbed = collect(root, &["src/*".into()], &NoCache).unwrap();
+        assert_eq!(walked["src/dangling"].kind, InputKind::Symlink);
+        assert_eq!(globbed["src/dangling"], walked["src/dangling"]);
     }
 
     #[test]

@@ -6,6 +6,13 @@ use cachectl::config::Source;
 use clap::{CommandFactory, FromArgMatches, parser::ValueSource};
 
 fn main() {
+    // An empty CACHECTL_* variable counts as unset (as `CACHECTL_X= cmd` is usually meant).
+    for (name, value) in std::env::vars_os() {
+        if value.is_empty() && name.to_string_lossy().starts_with("CACHECTL_") {
+            // SAFETY: no other thread exists yet.
+            unsafe { std::env::remove_var(&name) };
+        }
+    }
     let matches = Cli::command().get_matches();
     let cli = match Cli::from_arg_matches(&matches) {
         Ok(cli) => cli,

@@ -13,12 +13,13 @@
 use crate::error::usage;
 use crate::paths::{check_inside, decode_os, encode_os};
 use crate::store::Store;
+use crate::store::cas::BlobError;
 use crate::store::record::{OutputEntry, OutputKind};
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, anyhow};
 use std::fs::{self, File};
 use std::io;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 /// Check declared outputs before anything runs: absolute or `..` paths are usage errors.
 pub fn validate_declared(declared: &[String]) -> Result<Vec<PathBuf>> {
@@ -106,7 +107,7 @@ fn describe(
     let ft = meta.file_type();
     if ft.is_symlink() {
         let target = fs::read_link(&abs)?;
-        if !symlink_stays_inside(rel, &target) {
+        if !symlink_stays_inside(cwd, rel, &target) {
             return Ok(Err(format!(
                 "output symlink {} points outside the working directory",
                 rel.display()
@@ -161,32 +162,26 @@ fn describe(
     )))
 }
 
-/// A link at `link` (relative to the working directory) with text `target` resolves inside it.
-fn symlink_stays_inside(link: &Path, target: &Path) -> bool {
+/// A link at `link` (relative to `cwd`) with text `target` resolves inside `cwd`. Checked
+/// against the real working directory, at store and again at restore time: a link that stays
+/// inside one checkout may escape another.
+fn symlink_stays_inside(cwd: &Path, link: &Path, target: &Path) -> bool {
     if target.is_absolute() {
         return false;
     }
-    let mut depth: i64 = 0;
     let parent = link.parent().unwrap_or(Path::new(""));
-    for c in parent.components().chain(target.components()) {
-        match c {
-            Component::Normal(_) => depth += 1,
-            Component::ParentDir => {
-                depth -= 1;
-                if depth < 0 {
-                    return false;
-                }
-            }
-            Component::CurDir => {}
-            _ => return false,
-        }
-    }
-    true
+    let resolved = crate::paths::resolve_lexically(&cwd.join(parent).join(target));
+    resolved.starts_with(crate::paths::resolve_lexically(cwd))
 }
 
 /// Make sure every directory leading to `rel` (exclusive) exists inside `cwd`, refusing any that
 /// is a symlink resolving outside it.
-fn safe_parent(cwd: &Path, cwd_canon: &Path, rel: &Path) -> Result<PathBuf> {
+fn safe_parent(
+    cwd: &Path,
+    cwd_canon: &Path,
+    rel: &Path,
+    created: &mut Vec<PathBuf>,
+) -> Result<PathBuf, RestoreError> {
     let mut cur = cwd.to_path_buf();
     if let Some(parent) = rel.parent() {
         for c in parent.components() {
@@ -196,34 +191,75 @@ fn safe_parent(cwd: &Path, cwd_canon: &Path, rel: &Path) -> Result<PathBuf> {
                     let real = fs::canonicalize(&cur)
                         .with_context(|| format!("resolving {}", cur.display()))?;
                     if !real.starts_with(cwd_canon) || !real.is_dir() {
-                        bail!(
+                        return Err(RestoreError::Refused(format!(
                             "refusing to restore through {}: it leads outside the working directory",
                             cur.display()
-                        );
+                        )));
                     }
                 }
                 Ok(m) if m.is_dir() => {}
-                Ok(_) => bail!(
-                    "cannot restore into {}: it is not a directory",
-                    cur.display()
-                ),
+                Ok(_) => {
+                    return Err(RestoreError::Conflict(anyhow!(
+                        "cannot restore into {}: it is not a directory",
+                        cur.display()
+                    )));
+                }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
                     fs::create_dir(&cur).with_context(|| format!("creating {}", cur.display()))?;
+                    created.push(cur.clone());
                 }
-                Err(e) => return Err(e).with_context(|| format!("reading {}", cur.display())),
+                Err(e) => {
+                    return Err(anyhow::Error::from(e)
+                        .context(format!("reading {}", cur.display()))
+                        .into());
+                }
             }
         }
     }
     Ok(cur)
 }
 
-/// Temp files written so far; removed unless committed.
-struct Staged(Vec<(PathBuf, PathBuf)>);
+/// Why outputs could not be restored; the caller decides whether the entry survives.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    /// A blob is missing or corrupt: the entry is unusable.
+    #[error(transparent)]
+    Blob(#[from] BlobError),
+    /// The record names a path or link that would escape the working directory.
+    #[error("{0}")]
+    Refused(String),
+    /// The working tree is in the way (a file where a directory goes, permissions, a full
+    /// disk): the entry is fine, this restore is not possible. Run the command instead.
+    #[error("{0:#}")]
+    Conflict(anyhow::Error),
+}
+
+impl From<anyhow::Error> for RestoreError {
+    fn from(e: anyhow::Error) -> Self {
+        RestoreError::Conflict(e)
+    }
+}
+
+impl From<io::Error> for RestoreError {
+    fn from(e: io::Error) -> Self {
+        RestoreError::Conflict(e.into())
+    }
+}
+
+/// Temp files written and directories created so far; removed unless committed, so a failed
+/// restore leaves the tree as it found it (directories only if still empty).
+struct Staged {
+    files: Vec<(PathBuf, PathBuf)>,
+    created_dirs: Vec<PathBuf>,
+}
 
 impl Drop for Staged {
     fn drop(&mut self) {
-        for (tmp, _) in &self.0 {
+        for (tmp, _) in &self.files {
             let _ = fs::remove_file(tmp);
+        }
+        for d in self.created_dirs.iter().rev() {
+            let _ = fs::remove_dir(d);
         }
     }
 }
@@ -233,29 +269,38 @@ fn staging_name(dir: &Path, n: usize) -> PathBuf {
 }
 
 /// Restore `entries` under `cwd`, all or nothing.
-pub fn restore(store: &Store, cwd: &Path, entries: &[OutputEntry]) -> Result<()> {
+pub fn restore(store: &Store, cwd: &Path, entries: &[OutputEntry]) -> Result<(), RestoreError> {
     if entries.is_empty() {
         return Ok(());
     }
     let cwd_canon = fs::canonicalize(cwd).context("resolving the working directory")?;
-    let mut staged = Staged(Vec::new());
+    let mut staged = Staged {
+        files: Vec::new(),
+        created_dirs: Vec::new(),
+    };
     let mut dirs = Vec::new();
     for (n, e) in entries.iter().enumerate() {
-        let rel = check_inside(Path::new(&decode_os(&e.path)))
-            .map_err(|why| anyhow!("refusing stored output `{}`: it {why}", e.path))?;
-        let parent = safe_parent(cwd, &cwd_canon, &rel)?;
+        let rel = check_inside(Path::new(&decode_os(&e.path))).map_err(|why| {
+            RestoreError::Refused(format!("refusing stored output `{}`: it {why}", e.path))
+        })?;
+        let parent = safe_parent(cwd, &cwd_canon, &rel, &mut staged.created_dirs)?;
         let dest = cwd.join(&rel);
         match e.kind {
             OutputKind::Dir => {
                 if rel != Path::new(".") {
                     match fs::symlink_metadata(&dest) {
                         Ok(m) if m.is_dir() => {}
-                        Ok(_) => bail!(
-                            "cannot restore directory {}: something else is there",
-                            dest.display()
-                        ),
-                        Err(_) => fs::create_dir(&dest)
-                            .with_context(|| format!("creating {}", dest.display()))?,
+                        Ok(_) => {
+                            return Err(RestoreError::Conflict(anyhow!(
+                                "cannot restore directory {}: something else is there",
+                                dest.display()
+                            )));
+                        }
+                        Err(_) => {
+                            fs::create_dir(&dest)
+                                .with_context(|| format!("creating {}", dest.display()))?;
+                            staged.created_dirs.push(dest.clone());
+                        }
                     }
                 }
                 dirs.push((dest, e.mode));
@@ -268,30 +313,44 @@ pub fn restore(store: &Store, cwd: &Path, entries: &[OutputEntry]) -> Result<()>
                     .create_new(true)
                     .open(&tmp)
                     .with_context(|| format!("creating {}", tmp.display()))?;
-                staged.0.push((tmp.clone(), dest));
-                io::copy(&mut reader, &mut f).with_context(|| format!("restoring {}", e.path))?;
+                staged.files.push((tmp.clone(), dest));
+                if let Err(err) = io::copy(&mut reader, &mut f) {
+                    if let Some(blob) = err.get_ref().and_then(|i| i.downcast_ref::<BlobError>()) {
+                        return Err(RestoreError::Blob(match blob {
+                            BlobError::Corrupt(d) => BlobError::Corrupt(d.clone()),
+                            BlobError::Missing(d) => BlobError::Missing(d.clone()),
+                            BlobError::Io(_) => BlobError::Corrupt(e.digest.clone()),
+                        }));
+                    }
+                    return Err(anyhow::Error::from(err)
+                        .context(format!("restoring {}", e.path))
+                        .into());
+                }
                 f.set_permissions(fs::Permissions::from_mode(e.mode & 0o7777))?;
             }
             OutputKind::Symlink => {
                 let target = PathBuf::from(decode_os(&e.target));
-                if !symlink_stays_inside(&rel, &target) {
-                    bail!(
+                if !symlink_stays_inside(cwd, &rel, &target) {
+                    return Err(RestoreError::Refused(format!(
                         "refusing stored symlink {}: it points outside the working directory",
                         rel.display()
-                    );
+                    )));
                 }
                 let tmp = staging_name(&parent, n);
                 std::os::unix::fs::symlink(&target, &tmp)?;
-                staged.0.push((tmp, dest));
+                staged.files.push((tmp, dest));
             }
         }
     }
-    for (tmp, dest) in std::mem::take(&mut staged.0) {
+    for (tmp, dest) in std::mem::take(&mut staged.files) {
         if let Err(e) = fs::rename(&tmp, &dest) {
             let _ = fs::remove_file(&tmp);
-            return Err(e).with_context(|| format!("restoring {}", dest.display()));
+            return Err(anyhow::Error::from(e)
+                .context(format!("restoring {}", dest.display()))
+                .into());
         }
     }
+    staged.created_dirs.clear();
     for (dir, mode) in dirs {
         let _ = fs::set_permissions(&dir, fs::Permissions::from_mode(mode & 0o7777));
     }
@@ -304,22 +363,17 @@ mod tests {
 
     #[test]
     fn symlink_escape_rules() {
-        assert!(symlink_stays_inside(
-            Path::new("out/link"),
-            Path::new("a.txt")
-        ));
-        assert!(symlink_stays_inside(
-            Path::new("out/link"),
-            Path::new("../b.txt")
-        ));
-        assert!(!symlink_stays_inside(
-            Path::new("out/link"),
-            Path::new("../../b.txt")
-        ));
-        assert!(!symlink_stays_inside(
-            Path::new("link"),
-            Path::new("/etc/passwd")
-        ));
+        let cwd = Path::new("/w/out");
+        let inside = |link: &str, target: &str| {
+            symlink_stays_inside(cwd, Path::new(link), Path::new(target))
+        };
+        assert!(inside("d/link", "a.txt"));
+        assert!(inside("d/link", "../b.txt"));
+        assert!(!inside("d/link", "../../b.txt"));
+        assert!(!inside("link", "/etc/passwd"));
+        // Leaves and re-enters the working directory: inside.
+        assert!(inside("link", "../out/build.sh"));
+        assert!(!inside("link", "../outside"));
     }
 
     #[test]

@@ -65,6 +65,21 @@ pub fn normalize(p: &Path) -> PathBuf {
     out
 }
 
+/// Resolve `.` and `..` lexically (no filesystem access): `/a/b/../c` → `/a/c`.
+pub fn resolve_lexically(p: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other.as_os_str()),
+        }
+    }
+    out
+}
+
 /// Why an output path cannot be used: it is absolute or climbs out with `..`.
 pub fn check_inside(p: &Path) -> Result<PathBuf, &'static str> {
     if p.is_absolute() {

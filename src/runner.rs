@@ -37,7 +37,7 @@ pub fn run(opts: &RunOptions, root: Option<PathBuf>, cwd: &Path) -> i32 {
     // Hold a stale refresh to one process per key: a second refresher just leaves.
     let mut force = opts.force;
     let stdin_spool = if opts.stdin {
-        Some(read_stdin(store.as_ref()))
+        Some(read_stdin(store.as_ref().filter(|_| !opts.no_store)))
     } else {
         None
     };
@@ -46,7 +46,7 @@ pub fn run(opts: &RunOptions, root: Option<PathBuf>, cwd: &Path) -> i32 {
     let components = match compute_components(opts, cwd, store.as_ref(), stdin_digest) {
         Ok(c) => Some(c),
         Err(e) => {
-            warn::once_err("key", "cannot compute the cache key", &e);
+            warn::once_err(warn::CACHE, "cannot compute the cache key", &e);
             if let Some(s) = &store {
                 s.log(&Event::Error {
                     ts: now_ms(),
@@ -98,38 +98,47 @@ pub fn run(opts: &RunOptions, root: Option<PathBuf>, cwd: &Path) -> i32 {
             HitResult::Miss(why) => why_miss = why,
         }
     }
-    explain(opts, &components, &key, &format!("miss ({why_miss})"));
-    if opts.verbose {
-        eprintln!("cachectl: miss {}", &key[..12]);
-    }
-    let miss = Event::Miss {
-        ts: now_ms(),
-        key: key.clone(),
-        cmd: opts.command_line.clone(),
-        ns: opts.namespace.clone(),
+    // Counted (and reported by -v / --explain) only once we know this process runs the
+    // command: a process that waits for a concurrent identical miss and then hits is a hit.
+    let note_miss = || {
+        explain(opts, &components, &key, &format!("miss ({why_miss})"));
+        if opts.verbose {
+            eprintln!("cachectl: miss {}", &key[..12]);
+        }
+        store.log(&Event::Miss {
+            ts: now_ms(),
+            key: key.clone(),
+            cmd: opts.command_line.clone(),
+            ns: opts.namespace.clone(),
+        });
     };
     if opts.no_store {
-        store.log(&miss);
+        note_miss();
         return run_plain(opts, cwd, stdin_file());
     }
     if let Err(e) = store.init() {
-        warn::once_err("write", "cannot write to the cache", &e);
+        warn::once_err(warn::CACHE, "cannot write to the cache", &e);
         return run_plain(opts, cwd, stdin_file());
     }
-    store.log(&miss);
 
     // Identical concurrent misses: one runs, the others wait here and then hit.
     let _lock = match lock::acquire(&store.lock_path(&key), opts.lock_timeout) {
         Ok(LockOutcome::Acquired(l)) => l,
         Ok(LockOutcome::AcquiredAfterWait(l)) => {
             if !force && let HitResult::Served(code) = try_hit(opts, &store, &key, cwd) {
+                explain(
+                    opts,
+                    &components,
+                    &key,
+                    "hit (after waiting for a concurrent run)",
+                );
                 return code;
             }
             l
         }
         Ok(LockOutcome::TimedOut) => {
             warn::once(
-                "lock",
+                warn::CACHE,
                 format_args!(
                     "another cachectl has been running this command for over {}; running without the cache",
                     humantime::format_duration(opts.lock_timeout)
@@ -139,20 +148,23 @@ pub fn run(opts: &RunOptions, root: Option<PathBuf>, cwd: &Path) -> i32 {
                 ts: now_ms(),
                 kind: "lock_timeout".into(),
             });
+            note_miss();
             return run_plain(opts, cwd, stdin_file());
         }
         Err(e) => {
             warn::once(
-                "lock",
+                warn::CACHE,
                 format_args!("cannot lock the cache entry: {e}; running without the cache"),
             );
             store.log(&Event::Error {
                 ts: now_ms(),
                 kind: "write".into(),
             });
+            note_miss();
             return run_plain(opts, cwd, stdin_file());
         }
     };
+    note_miss();
 
     let captured = match exec::run_captured(&opts.argv, cwd, stdin_file(), Some(store.tmp.clone()))
     {
@@ -175,7 +187,7 @@ pub fn run(opts: &RunOptions, root: Option<PathBuf>, cwd: &Path) -> i32 {
         }
         None => {
             if let Err(e) = store_result(opts, &store, &key, components, captured, cwd) {
-                warn::once("store", format_args!("cannot store the result: {e:#}"));
+                warn::once(warn::CACHE, format_args!("cannot store the result: {e:#}"));
                 store.log(&Event::Error {
                     ts: now_ms(),
                     kind: "write".into(),
@@ -190,7 +202,7 @@ pub fn run(opts: &RunOptions, root: Option<PathBuf>, cwd: &Path) -> i32 {
 fn open_store(root: Option<PathBuf>) -> Option<Store> {
     let Some(root) = root else {
         warn::once(
-            "dir",
+            warn::CACHE,
             "no cache directory (set CACHECTL_DIR or HOME); running without the cache",
         );
         return None;
@@ -199,7 +211,10 @@ fn open_store(root: Option<PathBuf>) -> Option<Store> {
     match store.check_safe() {
         Ok(()) => Some(store),
         Err(e) => {
-            warn::once("dir", format_args!("{e:#}; running without the cache"));
+            warn::once(
+                warn::CACHE,
+                format_args!("{e:#}; running without the cache"),
+            );
             None
         }
     }
@@ -264,6 +279,12 @@ pub fn resolve_exe(program: &OsString, cwd: &Path) -> Option<PathBuf> {
         .find(|p| is_exec(p))
 }
 
+/// Sorted and deduplicated.
+fn canonical(items: impl Iterator<Item = String>) -> Vec<String> {
+    let set: std::collections::BTreeSet<String> = items.collect();
+    set.into_iter().collect()
+}
+
 /// Every component of the key for this run.
 pub fn compute_components(
     opts: &RunOptions,
@@ -318,7 +339,12 @@ pub fn compute_components(
             env.insert(pattern.clone(), value);
         }
     }
-    let inputs = crate::inputs::collect(cwd, &opts.inputs, &caches)?;
+    // Declared lists are keyed as sets: `-i b -i a`, `-i a -i b` and `-i ./a -i b` are alike.
+    let input_patterns = canonical(opts.inputs.iter().map(|p| {
+        let n = crate::paths::normalize(Path::new(p));
+        n.to_string_lossy().into_owned()
+    }));
+    let inputs = crate::inputs::collect(cwd, &input_patterns, &caches)?;
     Ok(KeyComponents {
         version: KEY_VERSION,
         namespace: opts.namespace.clone(),
@@ -326,15 +352,11 @@ pub fn compute_components(
         argv: opts.argv.iter().map(|a| encode_os(a)).collect(),
         cwd: opts.key_cwd.then(|| encode_os(cwd.as_os_str())),
         exe,
-        env_patterns: opts.env.clone(),
+        env_patterns: canonical(opts.env.iter().cloned()),
         env,
-        input_patterns: opts.inputs.clone(),
+        input_patterns,
         inputs,
-        outputs: opts
-            .outputs
-            .iter()
-            .map(|o| encode_os(o.as_os_str()))
-            .collect(),
+        outputs: canonical(opts.outputs.iter().map(|o| encode_os(o.as_os_str()))),
         stdin,
     })
 }
@@ -406,7 +428,7 @@ fn try_hit(opts: &RunOptions, store: &Store, key: &str, cwd: &Path) -> HitResult
         Ok(Lookup::Missing) => return HitResult::Miss("no entry"),
         Ok(Lookup::Corrupt(e)) => {
             warn::once(
-                "corrupt",
+                warn::CACHE,
                 format_args!("dropped a corrupt cache entry ({e}); running the command"),
             );
             store.log(&Event::Error {
@@ -417,7 +439,7 @@ fn try_hit(opts: &RunOptions, store: &Store, key: &str, cwd: &Path) -> HitResult
         }
         Err(e) => {
             warn::once(
-                "read",
+                warn::CACHE,
                 format_args!("cannot read the cache: {e}; running the command"),
             );
             store.log(&Event::Error {
@@ -434,8 +456,26 @@ fn try_hit(opts: &RunOptions, store: &Store, key: &str, cwd: &Path) -> HitResult
     let code = match serve(store, cwd, &d) {
         Ok(code) => code,
         Err(e) => {
+            let conflict = e.chain().any(|x| {
+                matches!(
+                    x.downcast_ref::<outputs::RestoreError>(),
+                    Some(outputs::RestoreError::Conflict(_))
+                )
+            });
+            if conflict {
+                // The entry is fine; the working tree is in the way of restoring it.
+                warn::once(
+                    "restore",
+                    format_args!("cannot restore the outputs ({e:#}); running the command"),
+                );
+                store.log(&Event::Error {
+                    ts: now_ms(),
+                    kind: "restore".into(),
+                });
+                return HitResult::Miss("outputs could not be restored");
+            }
             warn::once(
-                "corrupt",
+                warn::CACHE,
                 format_args!(
                     "dropped a cache entry that cannot be replayed ({e:#}); running the command"
                 ),
@@ -445,6 +485,19 @@ fn try_hit(opts: &RunOptions, store: &Store, key: &str, cwd: &Path) -> HitResult
                 kind: "corrupt".into(),
             });
             store.remove_record(key);
+            let restored_blob =
+                e.chain()
+                    .find_map(|x| match x.downcast_ref::<outputs::RestoreError>() {
+                        Some(outputs::RestoreError::Blob(
+                            crate::store::cas::BlobError::Corrupt(d),
+                        )) => Some(d.clone()),
+                        _ => None,
+                    });
+            if let Some(digest) =
+                restored_blob.or_else(|| crate::store::cas::Cas::corrupt_digest(&e))
+            {
+                store.cas.discard(&digest);
+            }
             return HitResult::Miss("entry could not be replayed");
         }
     };
@@ -462,16 +515,23 @@ fn try_hit(opts: &RunOptions, store: &Store, key: &str, cwd: &Path) -> HitResult
     if fold_due {
         spawn_detached(store, &["gc", "--auto"], None);
     }
+    let stale = opts.stale.is_some_and(|s| age > s.as_millis() as u64);
     if opts.verbose {
         eprintln!(
-            "cachectl: hit {} (saved {})",
+            "cachectl: hit {} (saved {}){}",
             &key[..12],
-            format_ms(d.record.duration_ms)
+            format_ms(d.record.duration_ms),
+            if stale {
+                ", stale: refreshing in the background"
+            } else {
+                ""
+            }
         );
     }
-    match opts.stale {
-        Some(stale) if age > stale.as_millis() as u64 => HitResult::Stale(code, d),
-        _ => HitResult::Served(code),
+    if stale {
+        HitResult::Stale(code, d)
+    } else {
+        HitResult::Served(code)
     }
 }
 
@@ -496,7 +556,7 @@ fn uncacheable_reason(opts: &RunOptions, c: &Captured) -> Option<&'static str> {
     for s in [&c.stdout, &c.stderr] {
         if let Some(e) = &s.broken {
             warn::once(
-                "capture",
+                warn::CACHE,
                 format_args!("cannot capture the command's output: {e}; not stored"),
             );
             return Some("capture_failed");
@@ -638,7 +698,7 @@ fn spawn_detached_with(
     }
     if let Err(e) = cmd.spawn() {
         warn::once(
-            "detached",
+            warn::CACHE,
             format_args!("cannot start a background cachectl: {e}"),
         );
         store.log(&Event::Error {

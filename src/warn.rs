@@ -6,6 +6,11 @@
 use std::collections::HashSet;
 use std::sync::Mutex;
 
+/// The cause shared by every cache fault (unusable directory, unwritable store, lock timeout,
+/// corrupt entry, ...): one root problem, such as a read-only cache, often trips several of
+/// them in one run, and the user needs to hear about it once.
+pub const CACHE: &str = "cache";
+
 static SEEN: Mutex<Option<HashSet<&'static str>>> = Mutex::new(None);
 
 /// Print `cachectl: warning: {msg}` unless a warning with the same `cause` was already printed.

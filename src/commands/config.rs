@@ -3,6 +3,7 @@
 use crate::cli::{ConfigArgs, RunArgs};
 use crate::config::{Config, RunOptions, RunSettings, Setting, Source};
 use anyhow::{Context, Result};
+use clap::Parser;
 use std::fmt::Write;
 use std::path::PathBuf;
 
@@ -66,9 +67,16 @@ pub fn run(dir: Option<(PathBuf, Source)>, args: &ConfigArgs) -> Result<i32> {
     }
 
     if !args.command.is_empty() {
-        let run_args = RunArgs {
-            command: args.command.clone(),
-            ..Default::default()
+        // Parse as `cachectl run -- CMD` would be, so CACHECTL_* settings count too.
+        let mut argv: Vec<std::ffi::OsString> = vec!["cachectl".into(), "run".into(), "--".into()];
+        argv.extend(args.command.iter().cloned());
+        let run_args: RunArgs = match crate::cli::Cli::try_parse_from(argv) {
+            Ok(crate::cli::Cli {
+                command: crate::cli::Command::Run(a),
+                ..
+            }) => a,
+            Ok(_) => unreachable!("parsed as run"),
+            Err(e) => return Err(crate::error::usage(e.to_string())),
         };
         let o = RunOptions::resolve(&run_args, &cfg)?;
         let _ = writeln!(out, "\nFor `{}`:", o.command_line);

@@ -88,7 +88,7 @@ pub fn run(store: &Store, idx: &mut Index, opts: &GcOptions) -> Result<GcReport>
         added,
         removed,
         corrupt,
-    } = idx.reconcile_records(store)?;
+    } = idx.reconcile_records(store, opts.dry_run)?;
     let blob_files = idx.reconcile_blobs(store)?;
     let now_sys = SystemTime::now();
     let now = now_ms();

@@ -118,7 +118,7 @@ pub fn select(idx: &Index, sel: &Selector) -> Result<Vec<EntryRow>> {
 
 /// Resolve `--input PATH` against the working directory, lexically (the file may be gone).
 pub fn absolute_input(cwd: &Path, p: &Path) -> PathBuf {
-    crate::paths::normalize(&cwd.join(p))
+    crate::paths::resolve_lexically(&cwd.join(p))
 }
 
 pub fn run(

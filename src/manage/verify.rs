@@ -228,7 +228,7 @@ pub fn run(
         }
         // Bring the derived tables back in line with the files (entries whose record is gone
         // are dropped, records missing from the index are added); usage is kept.
-        idx.reconcile_records(store)?;
+        idx.reconcile_records(store, false)?;
         idx.reconcile_blobs(store)?;
         let (after, _) = check(store, idx, sample_n)?;
         report.fixed =

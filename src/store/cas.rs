@@ -100,12 +100,11 @@ impl Cas {
         };
         let digest = content_hasher.finalize().to_hex().to_string();
         let dest = self.path(&digest);
-        if dest.is_file() {
-            // Touch it: gc spares blobs touched within its grace period, and this one is about
-            // to be referenced by a new record.
-            if let Ok(f) = File::options().write(true).open(&dest) {
-                let _ = f.set_modified(std::time::SystemTime::now());
-            }
+        // Reuse an existing copy only if it verifies: a corrupt one is replaced by this one.
+        if dest.is_file() && self.open_verified(&digest).is_ok() {
+            // Touch it: gc spares blobs touched after the records that referenced them, and this
+            // one is about to be referenced by a new record.
+            touch(&dest);
             return Ok(PutBlob {
                 digest,
                 size,
@@ -123,6 +122,26 @@ impl Cas {
             digest,
             size,
             stored_bytes: HEADER as u64 + payload_len,
+        })
+    }
+
+    /// Delete a blob found corrupt, so that the next store of that content writes it afresh.
+    pub fn discard(&self, digest: &str) {
+        let _ = std::fs::remove_file(self.path(digest));
+    }
+
+    /// The digest of the corrupt blob an error is about, if it is about one.
+    pub fn corrupt_digest(err: &anyhow::Error) -> Option<String> {
+        err.chain().find_map(|e| {
+            let blob = e.downcast_ref::<BlobError>().or_else(|| {
+                e.downcast_ref::<io::Error>()
+                    .and_then(|io| io.get_ref())
+                    .and_then(|inner| inner.downcast_ref::<BlobError>())
+            });
+            match blob {
+                Some(BlobError::Corrupt(d)) => Some(d.clone()),
+                _ => None,
+            }
         })
     }
 
@@ -158,6 +177,30 @@ impl Cas {
             seen: 0,
             done: false,
         })
+    }
+}
+
+/// Set a file's mtime to "now" as the kernel stamps file writes (`UTIME_NOW`), so that it
+/// compares correctly with the mtime of a record written right after it. (A `SystemTime::now()`
+/// is taken from a finer clock than the kernel's file timestamps and can look later than a
+/// record written after it.)
+fn touch(path: &Path) {
+    use std::os::fd::AsRawFd;
+    if let Ok(f) = File::options().write(true).open(path) {
+        let times = [
+            libc::timespec {
+                tv_sec: 0,
+                tv_nsec: libc::UTIME_OMIT,
+            },
+            libc::timespec {
+                tv_sec: 0,
+                tv_nsec: libc::UTIME_NOW,
+            },
+        ];
+        // SAFETY: a valid open descriptor and a two-element timespec array.
+        unsafe {
+            libc::futimens(f.as_raw_fd(), times.as_ptr());
+        }
     }
 }
 

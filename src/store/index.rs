@@ -153,7 +153,7 @@ impl Index {
             }
         };
         if idx.meta("built")?.is_none() {
-            idx.reconcile_records(store)?;
+            idx.reconcile_records(store, false)?;
             idx.set_meta("built", "1")?;
         }
         Ok(idx)
@@ -274,8 +274,8 @@ impl Index {
     }
 
     /// Make the entries table match the record files: index records it does not know, forget
-    /// entries whose record is gone, and delete records that do not decode.
-    pub fn reconcile_records(&mut self, store: &Store) -> Result<Reconciled> {
+    /// entries whose record is gone, and (unless `dry_run`) delete records that do not decode.
+    pub fn reconcile_records(&mut self, store: &Store, dry_run: bool) -> Result<Reconciled> {
         let on_disk = list_fanout(&store.ac)?;
         let mut stmt = self.conn.prepare("SELECT key FROM entries")?;
         let known: HashSet<String> = stmt
@@ -297,7 +297,9 @@ impl Index {
                     out.added += 1;
                 }
                 _ => {
-                    let _ = std::fs::remove_file(path);
+                    if !dry_run {
+                        let _ = std::fs::remove_file(path);
+                    }
                     out.corrupt += 1;
                 }
             }
@@ -543,7 +545,7 @@ fn upsert_entry(
     let cwd = crate::paths::decode_os(&rec.cwd);
     for path in rec.components.inputs.keys() {
         let p = crate::paths::decode_os(path);
-        let abs = crate::paths::normalize(&Path::new(&cwd).join(p));
+        let abs = crate::paths::resolve_lexically(&Path::new(&cwd).join(p));
         tx.execute(
             "INSERT OR IGNORE INTO entry_inputs(key, path) VALUES(?1, ?2)",
             params![rec.key, crate::paths::encode_os(abs.as_os_str())],

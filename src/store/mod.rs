@@ -232,7 +232,7 @@ impl Store {
             // record usage against.
             Err(e) if e.kind() == io::ErrorKind::NotFound && !self.root.exists() => {}
             Err(e) => crate::warn::once(
-                "journal",
+                crate::warn::CACHE,
                 format_args!("cannot record usage in {}: {e}", self.journal.display()),
             ),
         }

@@ -1,0 +1,22 @@
+//! Integration tests for cachectl: every test runs the real binary (harness in
+//! `integration/util.rs`). One test binary, with one module per area.
+
+#[path = "integration/util.rs"]
+mod util;
+
+#[path = "integration/config.rs"]
+mod config;
+#[path = "integration/key.rs"]
+mod key;
+#[path = "integration/manage.rs"]
+mod manage;
+#[path = "integration/manage_gc.rs"]
+mod manage_gc;
+#[path = "integration/manage_invalidate.rs"]
+mod manage_invalidate;
+#[path = "integration/policy.rs"]
+mod policy;
+#[path = "integration/replay.rs"]
+mod replay;
+#[path = "integration/store.rs"]
+mod store;
