@@ -25,6 +25,7 @@ pub mod located;
 pub mod manage;
 pub mod outputs;
 pub mod paths;
+pub mod remote;
 pub mod replay;
 pub mod runner;
 pub mod statcache;

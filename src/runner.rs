@@ -645,7 +645,7 @@ fn store_result(
         duration_ms: c.duration_ms,
     });
     if store
-        .add_to_ledger(bytes)
+        .add_to_ledger(bytes as i64)
         .is_ok_and(|total| total > opts.max_size)
     {
         spawn_detached(store, &["gc", "--auto"], None);

@@ -57,6 +57,11 @@ pub fn rfc3339(ms: u64) -> String {
     humantime::format_rfc3339_millis(t).to_string()
 }
 
+/// `1 entry`, `2 entries`.
+pub fn count(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
 /// The first 12 characters of a key.
 pub fn short(key: &str) -> &str {
     &key[..key.len().min(12)]

@@ -12,6 +12,8 @@ mod key;
 mod manage;
 #[path = "integration/manage_gc.rs"]
 mod manage_gc;
+#[path = "integration/manage_inspect.rs"]
+mod manage_inspect;
 #[path = "integration/manage_invalidate.rs"]
 mod manage_invalidate;
 #[path = "integration/policy.rs"]
@@ -20,3 +22,5 @@ mod policy;
 mod replay;
 #[path = "integration/store.rs"]
 mod store;
+#[path = "integration/warm.rs"]
+mod warm;

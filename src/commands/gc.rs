@@ -10,6 +10,20 @@ use std::path::PathBuf;
 pub fn run(dir: Option<(PathBuf, Source)>, args: &GcArgs) -> Result<i32> {
     let (_, cfg) = super::load(dir)?;
     let (store, mut idx) = crate::manage::open(cfg.dir.value)?;
+    if !store.root.exists() {
+        if args.json {
+            ui::print_json(&gc::GcReport {
+                dry_run: args.dry_run,
+                ..Default::default()
+            })?;
+        } else if !args.auto {
+            println!(
+                "No cache at {} yet: nothing to collect.",
+                store.root.display()
+            );
+        }
+        return Ok(0);
+    }
     let opts = GcOptions {
         max_size: Some(args.max_size.unwrap_or(cfg.max_size.value)),
         max_age: args.max_age,
@@ -53,10 +67,10 @@ pub fn run(dir: Option<(PathBuf, Source)>, args: &GcArgs) -> Result<i32> {
         "Removed"
     };
     println!(
-        "{verb} {} entries, {} blobs and {} temp files: {} freed; cache {} → {} (max {}).",
-        report.entries_removed,
-        report.blobs_removed,
-        report.temp_files_removed,
+        "{verb} {}, {} and {}: {} freed; cache {} → {} (max {}).",
+        ui::count(report.entries_removed, "entry", "entries"),
+        ui::count(report.blobs_removed, "blob", "blobs"),
+        ui::count(report.temp_files_removed, "temp file", "temp files"),
         ui::size(report.bytes_freed),
         ui::size(report.size_before_bytes),
         ui::size(report.size_after_bytes),

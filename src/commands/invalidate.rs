@@ -33,14 +33,14 @@ pub fn run(dir: Option<(PathBuf, Source)>, args: &InvalidateArgs) -> Result<i32>
             println!("{}  {}", ui::short(&e.key), e.command);
         }
         println!(
-            "Would remove {} entries ({}).",
-            report.entries_removed,
+            "Would remove {} ({}).",
+            ui::count(report.entries_removed, "entry", "entries"),
             ui::size(report.bytes_removed)
         );
     } else {
         println!(
-            "Removed {} entries ({}).",
-            report.entries_removed,
+            "Removed {} ({}).",
+            ui::count(report.entries_removed, "entry", "entries"),
             ui::size(report.bytes_removed)
         );
     }

@@ -54,7 +54,15 @@ pub fn explain(
     opts: &RunOptions,
     cwd: &Path,
 ) -> Result<Explanation> {
-    let now = crate::runner::compute_components(opts, cwd, store, None)?;
+    // With --stdin, stdin is part of the key: hash it as `run` would (nothing runs here).
+    let stdin = if opts.stdin {
+        let mut hasher = blake3::Hasher::new();
+        std::io::copy(&mut std::io::stdin().lock(), &mut hasher)?;
+        Some(hasher.finalize().to_hex().to_string())
+    } else {
+        None
+    };
+    let now = crate::runner::compute_components(opts, cwd, store, stdin)?;
     let key = now.key();
     let (hit, verdict) = match store.map(|s| s.lookup(&key)).transpose()? {
         None | Some(Lookup::Missing) => (false, "miss: no entry for this key".to_owned()),
@@ -76,8 +84,10 @@ pub fn explain(
             }
         }
     };
-    let closest = match (hit, store, idx) {
-        (false, Some(s), Some(i)) => closest(s, i, opts, &now, &key)?,
+    // Only when nothing is stored under this key is another entry worth comparing with: an
+    // entry refused by policy (ttl, stored failure) is explained by the verdict itself.
+    let closest = match (verdict.starts_with("miss: no entry"), store, idx) {
+        (true, Some(s), Some(i)) => closest(s, i, opts, &now, &key)?,
         _ => None,
     };
     Ok(Explanation {
@@ -291,9 +301,11 @@ pub fn diff(stored: &KeyComponents, now: &KeyComponents) -> Vec<Difference> {
     for p in paths {
         let shown_p = display_encoded(p);
         let msg = match (stored.inputs.get(p), now.inputs.get(p)) {
-            (Some(a), Some(b)) if a.kind != b.kind => {
-                format!("input {shown_p}: was {:?}, now {:?}", a.kind, b.kind).to_lowercase()
-            }
+            (Some(a), Some(b)) if a.kind != b.kind => format!(
+                "input {shown_p}: was {}, now {}",
+                format!("{:?}", a.kind).to_lowercase(),
+                format!("{:?}", b.kind).to_lowercase()
+            ),
             (Some(a), Some(b)) if a.digest != b.digest => {
                 format!("input {shown_p} changed (content differs)")
             }

@@ -65,12 +65,14 @@ pub struct GcReport {
     pub evicted: Vec<Evicted>,
 }
 
-/// Total bytes of every file under `root`.
+/// Total bytes of every file under `root`, except SQLite's shared-memory file (it exists only
+/// while the index is open, as gc itself has it open now).
 pub fn disk_usage(root: &Path) -> u64 {
     walkdir::WalkDir::new(root)
         .into_iter()
         .filter_map(|e| e.ok())
         .filter(|e| e.file_type().is_file())
+        .filter(|e| !e.file_name().to_string_lossy().ends_with("-shm"))
         .filter_map(|e| e.metadata().ok())
         .map(|m| m.len())
         .sum()
@@ -90,6 +92,8 @@ pub fn run(store: &Store, idx: &mut Index, opts: &GcOptions) -> Result<GcReport>
         corrupt,
     } = idx.reconcile_records(store, opts.dry_run)?;
     let blob_files = idx.reconcile_blobs(store)?;
+    // Fold the write-ahead log into the index so that what is measured is what stays.
+    idx.checkpoint();
     let now_sys = SystemTime::now();
     let now = now_ms();
     let size_before = disk_usage(&store.root);
@@ -224,6 +228,7 @@ pub fn run(store: &Store, idx: &mut Index, opts: &GcOptions) -> Result<GcReport>
         report.bytes_freed = freed.min(size_before);
         report.size_after_bytes = size_before.saturating_sub(freed);
     } else {
+        idx.checkpoint();
         let after = disk_usage(&store.root);
         report.size_after_bytes = after;
         report.bytes_freed = size_before.saturating_sub(after);

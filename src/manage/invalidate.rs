@@ -77,6 +77,15 @@ pub fn select(idx: &Index, sel: &Selector) -> Result<Vec<EntryRow>> {
             params.len()
         ));
     }
+    if sel
+        .key
+        .as_deref()
+        .is_some_and(|k| k.is_empty() || !k.bytes().all(|b| b.is_ascii_hexdigit()))
+    {
+        return Err(usage(
+            "--key takes a key or a key prefix (hex digits, as `cachectl ls` shows)",
+        ));
+    }
     if let Some(key) = &sel.key {
         params.push(Box::new(format!(
             "{}%",
@@ -145,6 +154,7 @@ pub fn run(
         let safe = crate::manage::gc::safe_to_delete(store, &blobs, &times, &orphans);
         let (_, blob_bytes) = idx.remove_blobs(store, &safe)?;
         bytes += blob_bytes;
+        let _ = store.add_to_ledger(-(bytes as i64));
     }
     Ok(InvalidateReport {
         dry_run,

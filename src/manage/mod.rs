@@ -19,6 +19,10 @@ pub fn open(root: Option<PathBuf>) -> Result<(Store, Index)> {
     };
     let store = Store::at(root);
     store.check_safe()?;
+    if !store.root.exists() {
+        // Nothing cached yet: answer from an empty index rather than create a cache.
+        return Ok((store, Index::empty()?));
+    }
     let mut index = Index::open(&store)?;
     index.fold_journal(&store)?;
     Ok((store, index))

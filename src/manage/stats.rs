@@ -191,7 +191,8 @@ pub fn compute(
     let lookups = (hits + misses) as u64;
     Ok(Stats {
         dir: store.root.display().to_string(),
-        since: since_ms.map(|s| crate::ui::rfc3339(now_ms().saturating_sub(s))),
+        // Counters are kept per hour: the period starts at the top of the hour.
+        since: since_ms.map(|_| crate::ui::rfc3339(from_hour as u64 * HOUR_MS)),
         hits: hits as u64,
         misses: misses as u64,
         hit_rate: if lookups == 0 {

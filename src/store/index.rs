@@ -159,6 +159,15 @@ impl Index {
         Ok(idx)
     }
 
+    /// An in-memory index with the schema and nothing in it (for a cache that does not exist).
+    pub fn empty() -> Result<Index> {
+        let mut idx = Index {
+            conn: Connection::open_in_memory()?,
+        };
+        idx.migrate()?;
+        Ok(idx)
+    }
+
     fn open_at(path: &Path) -> Result<Index> {
         let conn =
             Connection::open(path).with_context(|| format!("opening index {}", path.display()))?;
@@ -188,6 +197,11 @@ impl Index {
         Ok(())
     }
 
+    /// Move the write-ahead log into the database and truncate it (best effort).
+    pub fn checkpoint(&self) {
+        let _ = self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);");
+    }
+
     pub fn meta(&self, name: &str) -> Result<Option<String>> {
         Ok(self
             .conn
@@ -207,6 +221,9 @@ impl Index {
 
     /// Fold every pending journal event into the index.
     pub fn fold_journal(&mut self, store: &Store) -> Result<u64> {
+        if !store.root.exists() {
+            return Ok(0);
+        }
         // One folder at a time: two could otherwise both apply the same `*.folding` file.
         let lock_path = store.root.join("fold.lock");
         let fold_lock = std::fs::File::options()

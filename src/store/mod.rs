@@ -195,10 +195,10 @@ impl Store {
         self.root.join("size-v1")
     }
 
-    /// Add `bytes` to the running size total and return the new total. The total is exact after
+    /// Add `delta` bytes to the running size total and return the new total. The total is exact after
     /// each gc (which measures the disk) and drifts only by what failed stores leave behind, so
     /// a store can decide whether to start an automatic gc without opening the index.
-    pub fn add_to_ledger(&self, bytes: u64) -> io::Result<u64> {
+    pub fn add_to_ledger(&self, delta: i64) -> io::Result<u64> {
         use std::io::{Read, Seek, Write};
         let mut f = std::fs::File::options()
             .read(true)
@@ -212,7 +212,7 @@ impl Store {
             Ok(()) => u64::from_le_bytes(buf),
             Err(_) => 0,
         };
-        let total = total.saturating_add(bytes);
+        let total = total.saturating_add_signed(delta);
         f.rewind()?;
         f.write_all(&total.to_le_bytes())?;
         Ok(total)

@@ -47,7 +47,7 @@ struct RawCommand {
     #[serde(default)]
     inputs: Vec<String>,
     #[serde(default)]
-    outputs: Vec<String>,
+    outputs: Vec<Spanned<String>>,
     #[serde(default)]
     env: Vec<String>,
     #[serde(default)]
@@ -128,6 +128,9 @@ pub fn load(path: &Path, configs: &mut Configs) -> Result<Vec<WarmCommand>> {
             let off = c.cwd.as_ref().map(|d| d.span().start).unwrap_or(at);
             return Err(file.error(off, &format!("`cwd`: {} is not a directory", cwd.display())));
         }
+        // The real path, as the `cachectl run` child will see it from its working directory:
+        // the cwd is part of the key.
+        let cwd = std::fs::canonicalize(&cwd)?;
         let argv: Vec<String> = match c.run.get_ref() {
             RunValue::Argv(v) => v.clone(),
             RunValue::Line(s) => shlex::split(s).ok_or_else(|| {
@@ -151,6 +154,10 @@ pub fn load(path: &Path, configs: &mut Configs) -> Result<Vec<WarmCommand>> {
                 })
                 .transpose()
         };
+        for o in &c.outputs {
+            crate::outputs::validate_declared(std::slice::from_ref(o.get_ref()))
+                .map_err(|e| file.error(o.span().start, &format!("`outputs`: {e:#}")))?;
+        }
         let ttl = duration(&c.ttl, "ttl")?;
         let stale = duration(&c.stale, "stale")?;
         let matches: Vec<Option<String>> = match &c.for_each {
@@ -169,7 +176,7 @@ pub fn load(path: &Path, configs: &mut Configs) -> Result<Vec<WarmCommand>> {
             };
             let args = RunArgs {
                 inputs: c.inputs.iter().map(sub).collect(),
-                outputs: c.outputs.iter().map(sub).collect(),
+                outputs: c.outputs.iter().map(|o| sub(o.get_ref())).collect(),
                 env: c.env.clone(),
                 tags: c.tags.clone(),
                 namespace: c.namespace.clone(),
@@ -241,7 +248,7 @@ mod tests {
             "{msg}"
         );
         let (_d, r) = manifest("[[command]]\nrun = [\"true\"]\noutputs = [\"../x\"]\n");
-        assert!(format!("{:#}", r.unwrap_err()).contains("warm.toml:1"));
+        assert!(format!("{:#}", r.unwrap_err()).contains("warm.toml:3"));
         let (_d, r) = manifest("[[command]]\nrun = \"echo 'unclosed\"\n");
         assert!(format!("{:#}", r.unwrap_err()).contains("unbalanced"));
     }

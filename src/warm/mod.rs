@@ -295,14 +295,15 @@ fn execute(
                     let key = key_after(store, c);
                     let found = key.as_ref().is_some_and(|(_, found)| *found);
                     r.key = key.map(|(k, _)| k).unwrap_or_default();
-                    if stored_ok && found && !exec::interrupted() {
+                    if stored_ok && found {
                         r.status = "stored";
+                    } else if exec::interrupted() {
+                        // Stopped by the Ctrl-C (or finished without storing during it): not a
+                        // failure of the command's own.
+                        r.status = "not_run";
+                        r.error = Some(format!("interrupted (exit code {code})"));
                     } else {
-                        r.status = if exec::interrupted() && code > 128 {
-                            "not_run"
-                        } else {
-                            "failed"
-                        };
+                        r.status = "failed";
                         let why = if code != 0 {
                             format!("exit code {code}")
                         } else {
@@ -313,11 +314,9 @@ fn execute(
                         } else {
                             format!("{why}\n{err_tail}")
                         });
-                        if r.status == "failed" {
-                            bar.suspend(|| on_failure(&r));
-                            if !opts.keep_going {
-                                stop.store(true, Ordering::SeqCst);
-                            }
+                        bar.suspend(|| on_failure(&r));
+                        if !opts.keep_going {
+                            stop.store(true, Ordering::SeqCst);
                         }
                     }
                     shared

@@ -5,11 +5,6 @@ use crate::util::*;
 use serde_json::Value;
 use std::fs;
 
-fn u(v: &Value) -> u64 {
-    v.as_u64()
-        .unwrap_or_else(|| panic!("not an unsigned number: {v}"))
-}
-
 const E1: &str = "./tool build a";
 const E2: &str = "./tool build b";
 const E3: &str = "./tool test c";
@@ -344,7 +339,7 @@ fn invalidate_dry_run_removes_nothing_and_predicts_the_removal() {
         .assert()
         .success();
     let out = String::from_utf8_lossy(&stdout_of(&a)).into_owned();
-    assert!(out.contains("Removed 1 entries"), "{out}");
+    assert!(out.contains("Removed 1 entry ("), "{out}");
     assert_eq!(commands(&t), [E4]);
 }
 
@@ -482,4 +477,27 @@ fn verify_fix_indexes_a_record_missing_from_the_index() {
     t.cachectl(&["verify"]).assert().success();
     assert_eq!(commands(&t), ["./cmd a", "./cmd b"]);
     t.hit(t.run(&["--", "./cmd", "b"])).stdout("b\n");
+}
+
+#[test]
+fn verify_sample_checks_only_that_many_entries() {
+    let t = TestContext::new();
+    t.counted("cmd", "echo \"$1\"");
+    for i in 0..4 {
+        t.miss(t.run(&["--", "./cmd", &i.to_string()]));
+    }
+    let v = json(t.cachectl(&["verify", "--sample", "2", "--json"]));
+    assert_eq!(u(&v["records_checked"]), 2, "{v}");
+    assert_eq!(v["problems"], serde_json::json!([]), "{v}");
+    // Every record damaged: any sample finds it.
+    for rec in t.cache_files("ac-v1") {
+        flip_byte(&rec, -1);
+    }
+    let a = t
+        .cachectl(&["verify", "--sample", "1", "--json"])
+        .assert()
+        .code(1);
+    let v = json_of(&a);
+    assert_eq!(u(&v["records_checked"]), 1, "{v}");
+    assert_eq!(v["problems"].as_array().unwrap().len(), 1, "{v}");
 }

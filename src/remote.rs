@@ -1,0 +1,321 @@
+//! The remote tier, as seen from `cachectl`: configuration, the companion process, the circuit
+//! breaker, and the wire format both sides share.
+//!
+//! ## Why a companion process
+//! Merely linking OpenDAL adds 0.4–0.7 ms to every process start, and a runtime plus an operator
+//! ~5 ms (shared/notes). So `cachectl` never links it: when a remote is configured and needed (a
+//! local miss, or a fresh store to upload) it spawns `cachectl-remote`, which is installed next to
+//! it, and reads one JSON line of result. A hit in the local tier pays nothing for the remote.
+//!
+//! ## Layout on the remote (the Bazel HTTP cache layout)
+//! `ac/<key>` holds a record, `cas/<digest>` a blob, both byte-for-byte as in the local store
+//! (both are self-verifying). With `namespace = "x"`, writes go under `x/` and reads try `x/`
+//! first, then the root: an untrusted build confined to its namespace cannot poison what trusted
+//! builds read.
+//!
+//! ## Trust
+//! Everything fetched is verified before it enters the local tier: a record's checksum, its key
+//! (recomputed from its stored components), and every blob's content digest. With
+//! `CACHECTL_REMOTE_SECRET` set, records are also signed ([`sign`]) and a record whose signature
+//! is missing or wrong is refused.
+//!
+//! ## Faults
+//! Every operation has a timeout; the companion retries a little; a failure opens a circuit
+//! breaker shared by all processes on this cache (`remote-v1.down`) for [`BREAKER_OPEN`], during
+//! which the remote is skipped. A dead remote therefore costs a `make -j` build one timeout, not
+//! one per command.
+
+use crate::store::Store;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// How the remote tier may be used.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Read on a local miss, write after a store.
+    Rw,
+    /// Read only (pull requests, laptops).
+    Ro,
+    Off,
+}
+
+impl Mode {
+    pub fn parse(s: &str) -> Option<Mode> {
+        match s {
+            "rw" => Some(Mode::Rw),
+            "ro" => Some(Mode::Ro),
+            "off" => Some(Mode::Off),
+            _ => None,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Rw => "rw",
+            Mode::Ro => "ro",
+            Mode::Off => "off",
+        }
+    }
+}
+
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the remote is skipped after a failure.
+pub const BREAKER_OPEN: Duration = Duration::from_secs(30);
+const SIGNED_MAGIC: &[u8; 8] = b"CCSIG001";
+
+/// A configured remote.
+#[derive(Debug, Clone)]
+pub struct Remote {
+    pub url: String,
+    pub mode: Mode,
+    pub timeout: Duration,
+    pub namespace: Option<String>,
+}
+
+impl Remote {
+    /// The URL with any password replaced by `***`, for every message that shows it.
+    pub fn redacted_url(&self) -> String {
+        redact(&self.url)
+    }
+}
+
+/// Replace the password (or a lone user token) in a URL's userinfo with `***`.
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (authority, path) = match rest.find('/') {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = match userinfo.split_once(':') {
+                Some((u, _)) => format!("{u}:***"),
+                None => "***".to_owned(),
+            };
+            format!("{scheme}://{user}@{host}{path}")
+        }
+        None => url.to_owned(),
+    }
+}
+
+/// The signing key derived from a shared secret.
+fn signing_key(secret: &str) -> [u8; 32] {
+    blake3::derive_key("cachectl remote record signature v1", secret.as_bytes())
+}
+
+/// Wrap record bytes with a keyed-blake3 signature: `CCSIG001` · mac · record.
+pub fn sign(secret: &str, record: &[u8]) -> Vec<u8> {
+    let mac = blake3::keyed_hash(&signing_key(secret), record);
+    let mut out = Vec::with_capacity(8 + 32 + record.len());
+    out.extend_from_slice(SIGNED_MAGIC);
+    out.extend_from_slice(mac.as_bytes());
+    out.extend_from_slice(record);
+    out
+}
+
+/// Why a fetched record object is refused.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SignatureError {
+    #[error("the remote record is not signed, and CACHECTL_REMOTE_SECRET requires signed records")]
+    Unsigned,
+    #[error("the remote record's signature does not match CACHECTL_REMOTE_SECRET")]
+    Wrong,
+}
+
+/// The record bytes inside a fetched object: checked against `secret` when one is set; without
+/// a secret a signed object is accepted as it is (the signature is stripped).
+pub fn open_signed<'a>(secret: Option<&str>, object: &'a [u8]) -> Result<&'a [u8], SignatureError> {
+    let signed = object.len() >= 40 && &object[..8] == SIGNED_MAGIC;
+    match (secret, signed) {
+        (None, false) => Ok(object),
+        (None, true) => Ok(&object[40..]),
+        (Some(_), false) => Err(SignatureError::Unsigned),
+        (Some(s), true) => {
+            let expected = blake3::keyed_hash(&signing_key(s), &object[40..]);
+            // blake3::Hash compares in constant time.
+            if expected == blake3::Hash::from_bytes(object[8..40].try_into().expect("32 bytes")) {
+                Ok(&object[40..])
+            } else {
+                Err(SignatureError::Wrong)
+            }
+        }
+    }
+}
+
+/// What the companion reports, one JSON line on its stdout.
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq)]
+pub struct Outcome {
+    /// `hit`, `miss`, `stored`, `ok` (check), or `error`.
+    pub status: String,
+    #[serde(default)]
+    pub bytes_down: u64,
+    #[serde(default)]
+    pub bytes_up: u64,
+    /// For errors: `timeout`, `auth`, `refused`, `config`, `io`.
+    #[serde(default)]
+    pub kind: String,
+    #[serde(default)]
+    pub message: String,
+    /// `check`: what was tried and how long it took.
+    #[serde(default)]
+    pub steps: Vec<Step>,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct Step {
+    pub op: String,
+    pub ok: bool,
+    pub ms: u64,
+    #[serde(default)]
+    pub message: String,
+}
+
+/// The companion binary: next to `cachectl`, else on PATH.
+pub fn companion() -> Option<PathBuf> {
+    const NAME: &str = "cachectl-remote";
+    if let Ok(exe) = std::env::current_exe()
+        && let Some(dir) = exe.parent()
+    {
+        let p = dir.join(NAME);
+        if p.is_file() {
+            return Some(p);
+        }
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(NAME))
+        .find(|p| p.is_file())
+}
+
+fn breaker_path(store: &Store) -> PathBuf {
+    store.root.join("remote-v1.down")
+}
+
+/// Whether the breaker is open (a recent failure): then the remote is skipped.
+pub fn breaker_open(store: &Store) -> bool {
+    let Ok(text) = std::fs::read_to_string(breaker_path(store)) else {
+        return false;
+    };
+    let until: u64 = text.trim().parse().unwrap_or(0);
+    crate::clock::now_ms() < until
+}
+
+/// Open the breaker for [`BREAKER_OPEN`] (a failure) or close it (a success).
+pub fn set_breaker(store: &Store, failed: bool) {
+    let path = breaker_path(store);
+    if failed {
+        let until = crate::clock::now_ms() + BREAKER_OPEN.as_millis() as u64;
+        let _ = crate::store::fsutil::write_atomic(&path, &store.tmp, until.to_string().as_bytes());
+    } else if path.exists() {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
+/// Run the companion: `cachectl-remote <op> [key]` against `remote`, for the store at `root`.
+/// Never hangs: the companion is killed after a generous multiple of the remote's timeout.
+pub fn call(remote: &Remote, root: &Path, op: &str, key: Option<&str>) -> Outcome {
+    let error = |kind: &str, message: String| Outcome {
+        status: "error".into(),
+        kind: kind.into(),
+        message,
+        ..Default::default()
+    };
+    let Some(exe) = companion() else {
+        return error(
+            "config",
+            "cachectl-remote is not installed next to cachectl or on PATH (cargo install --path remote)".into(),
+        );
+    };
+    let mut cmd = std::process::Command::new(exe);
+    cmd.arg(op)
+        .arg("--dir")
+        .arg(root)
+        .arg("--url")
+        .arg(&remote.url)
+        .arg("--mode")
+        .arg(remote.mode.as_str())
+        .arg("--timeout-ms")
+        .arg(remote.timeout.as_millis().to_string());
+    if let Some(ns) = &remote.namespace {
+        cmd.arg("--namespace").arg(ns);
+    }
+    if let Some(k) = key {
+        cmd.arg(k);
+    }
+    cmd.stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null());
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => return error("config", format!("cannot start cachectl-remote: {e}")),
+    };
+    let deadline = std::time::Instant::now() + (remote.timeout * 12).max(Duration::from_secs(30));
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => break,
+            Ok(None) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(2))
+            }
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return error("timeout", "the remote did not answer in time".into());
+            }
+        }
+    }
+    let mut out = String::new();
+    if let Some(mut s) = child.stdout.take() {
+        use std::io::Read;
+        let _ = s.read_to_string(&mut out);
+    }
+    serde_json::from_str(out.lines().last().unwrap_or(""))
+        .unwrap_or_else(|_| error("io", "cachectl-remote gave no answer".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redaction() {
+        assert_eq!(
+            redact("redis://:pw@host:6379/0"),
+            "redis://:***@host:6379/0"
+        );
+        assert_eq!(
+            redact("https://user:secret@dav.example/c"),
+            "https://user:***@dav.example/c"
+        );
+        assert_eq!(
+            redact("https://token@dav.example/c"),
+            "https://***@dav.example/c"
+        );
+        assert_eq!(redact("s3://bucket/prefix"), "s3://bucket/prefix");
+    }
+
+    #[test]
+    fn signatures() {
+        let rec = b"record bytes";
+        let signed = sign("s3cret", rec);
+        assert_eq!(open_signed(Some("s3cret"), &signed), Ok(&rec[..]));
+        assert_eq!(
+            open_signed(Some("other"), &signed),
+            Err(SignatureError::Wrong)
+        );
+        assert_eq!(
+            open_signed(Some("s3cret"), rec),
+            Err(SignatureError::Unsigned)
+        );
+        assert_eq!(open_signed(None, &signed), Ok(&rec[..]));
+        assert_eq!(open_signed(None, rec), Ok(&rec[..]));
+        let mut tampered = signed.clone();
+        *tampered.last_mut().unwrap() ^= 1;
+        assert_eq!(
+            open_signed(Some("s3cret"), &tampered),
+            Err(SignatureError::Wrong)
+        );
+    }
+}
