@@ -74,6 +74,9 @@ pub enum Command {
         after_help = "Examples:\n  cachectl warm examples/warm.toml -j 4\n  cachectl warm ci-warm.toml --dry-run\n  cachectl warm --from-history --top 20 --since 7d"
     )]
     Warm(WarmArgs),
+    /// The remote tier: `cachectl remote check` probes it
+    #[command(subcommand)]
+    Remote(RemoteCommand),
     /// Show the resolved configuration and where each value comes from
     #[command(
         after_help = "Examples:\n  cachectl config\n  cachectl config -- ./resize img.png   # which [[rule]]s apply to this command"
@@ -159,6 +162,11 @@ pub struct RunArgs {
     /// One line on stderr: hit (with time saved) or miss
     #[arg(short, long, env = "CACHECTL_VERBOSE", value_parser = BoolishValueParser::new())]
     pub verbose: bool,
+
+    /// Use the configured remote tier read-write, read-only, or not at all (overrides
+    /// CACHECTL_REMOTE_MODE and `[remote] mode`)
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub remote: Option<crate::remote::Mode>,
 
     /// The command and its arguments (after `--`)
     #[arg(required = true, trailing_var_arg = true, value_name = "COMMAND")]
@@ -341,9 +349,26 @@ pub struct WarmArgs {
     /// Keep scheduling after a failure (default: stop scheduling, let running ones finish)
     #[arg(long)]
     pub keep_going: bool,
+    /// Remote tier mode for the warmed commands: rw, ro or off
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub remote: Option<crate::remote::Mode>,
     /// Print JSON
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RemoteCommand {
+    /// Write, read and delete a probe object (read only in ro mode) and report latency; exit 0
+    /// when the remote works in its mode, 1 when it does not, 2 when none is configured
+    #[command(
+        after_help = "Examples:\n  CACHECTL_REMOTE=redis://127.0.0.1:6379/0 cachectl remote check\n  cachectl remote check --json"
+    )]
+    Check {
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Args, Debug)]

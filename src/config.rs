@@ -101,6 +101,11 @@ pub struct Config {
     pub exe_check: Setting<ExeCheck>,
     /// Print the one-line hit/miss note for every run.
     pub verbose: Setting<bool>,
+    /// The remote tier: URL (none = no remote), mode, timeout, write namespace.
+    pub remote_url: Setting<Option<String>>,
+    pub remote_mode: Setting<crate::remote::Mode>,
+    pub remote_timeout: Setting<Duration>,
+    pub remote_namespace: Setting<Option<String>>,
     /// Top-level run defaults (they apply to every command; rules add to them).
     pub defaults: RunSettings,
     pub rules: Vec<Rule>,
@@ -154,9 +159,20 @@ struct RawRule {
     cwd: Option<Spanned<bool>>,
 }
 
+/// `[remote]`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRemote {
+    url: Option<Spanned<String>>,
+    mode: Option<Spanned<String>>,
+    timeout: Option<Spanned<String>>,
+    namespace: Option<Spanned<String>>,
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawFile {
+    remote: Option<RawRemote>,
     dir: Option<Spanned<String>>,
     max_size: Option<Spanned<SizeValue>>,
     compression_level: Option<Spanned<i64>>,
@@ -238,6 +254,19 @@ impl Located<'_> {
 }
 
 impl Config {
+    /// The remote tier in use, with `mode` (from `--remote`) overriding the configured mode;
+    /// `None` when no URL is configured or the mode is `off`.
+    pub fn remote(&self, mode: Option<crate::remote::Mode>) -> Option<crate::remote::Remote> {
+        let url = self.remote_url.value.clone()?;
+        let mode = mode.unwrap_or(self.remote_mode.value);
+        (mode != crate::remote::Mode::Off).then(|| crate::remote::Remote {
+            url,
+            mode,
+            timeout: self.remote_timeout.value,
+            namespace: self.remote_namespace.value.clone(),
+        })
+    }
+
     fn builtin() -> Config {
         Config {
             dir: Setting::default(crate::store::default_root()),
@@ -246,6 +275,10 @@ impl Config {
             lock_timeout: Setting::default(DEFAULT_LOCK_TIMEOUT),
             exe_check: Setting::default(ExeCheck::Content),
             verbose: Setting::default(false),
+            remote_url: Setting::default(None),
+            remote_mode: Setting::default(crate::remote::Mode::Rw),
+            remote_timeout: Setting::default(crate::remote::DEFAULT_TIMEOUT),
+            remote_namespace: Setting::default(None),
             defaults: RunSettings::default(),
             rules: Vec::new(),
             layers: Vec::new(),
@@ -321,6 +354,26 @@ impl Config {
                 )
             })?;
             self.exe_check = loc.setting(e, v);
+        }
+        if let Some(r) = &raw.remote {
+            if let Some(u) = &r.url {
+                self.remote_url = loc.setting(u, Some(u.get_ref().clone()));
+            }
+            if let Some(m) = &r.mode {
+                let mode = crate::remote::Mode::parse(m.get_ref()).ok_or_else(|| {
+                    loc.error(
+                        m.span().start,
+                        "`remote.mode` must be one of \"rw\", \"ro\", \"off\"",
+                    )
+                })?;
+                self.remote_mode = loc.setting(m, mode);
+            }
+            if let Some(t) = loc.duration(&r.timeout, "remote.timeout")? {
+                self.remote_timeout = t;
+            }
+            if let Some(n) = &r.namespace {
+                self.remote_namespace = loc.setting(n, Some(n.get_ref().clone()));
+            }
         }
         if let Some(v) = &raw.verbose {
             self.verbose = loc.setting(v, *v.get_ref());
@@ -401,6 +454,35 @@ impl Config {
             self.lock_timeout = Setting {
                 value: parse_duration(&v).map_err(|e| bad("CACHECTL_LOCK_TIMEOUT", e))?,
                 source: Source::Env("CACHECTL_LOCK_TIMEOUT"),
+            };
+        }
+        if let Some(v) = var("CACHECTL_REMOTE") {
+            self.remote_url = Setting {
+                value: Some(v),
+                source: Source::Env("CACHECTL_REMOTE"),
+            };
+        }
+        if let Some(v) = var("CACHECTL_REMOTE_MODE") {
+            self.remote_mode = Setting {
+                value: crate::remote::Mode::parse(&v).ok_or_else(|| {
+                    bad(
+                        "CACHECTL_REMOTE_MODE",
+                        format!("`{v}` is not one of rw, ro, off"),
+                    )
+                })?,
+                source: Source::Env("CACHECTL_REMOTE_MODE"),
+            };
+        }
+        if let Some(v) = var("CACHECTL_REMOTE_TIMEOUT") {
+            self.remote_timeout = Setting {
+                value: parse_duration(&v).map_err(|e| bad("CACHECTL_REMOTE_TIMEOUT", e))?,
+                source: Source::Env("CACHECTL_REMOTE_TIMEOUT"),
+            };
+        }
+        if let Some(v) = var("CACHECTL_REMOTE_NAMESPACE") {
+            self.remote_namespace = Setting {
+                value: Some(v),
+                source: Source::Env("CACHECTL_REMOTE_NAMESPACE"),
             };
         }
         if let Some(v) = var("CACHECTL_EXE_CHECK") {
@@ -523,6 +605,8 @@ pub struct RunOptions {
     pub compression_level: i32,
     /// Above this total a store starts a background gc.
     pub max_size: u64,
+    /// The remote tier, if one is configured and not off.
+    pub remote: Option<crate::remote::Remote>,
     /// Where each matched rule was defined (for `cachectl config -- CMD` and `--explain`).
     pub matched_rules: Vec<String>,
 }
@@ -618,6 +702,7 @@ impl RunOptions {
             lock_timeout: cfg.lock_timeout.value,
             compression_level: cfg.compression_level.value,
             max_size: cfg.max_size.value,
+            remote: cfg.remote(args.remote),
             matched_rules,
         })
     }

@@ -42,6 +42,7 @@ fn main() {
         Command::Show(args) => cachectl::commands::show::run(dir, args),
         Command::Explain(args) => cachectl::commands::explain::run(dir, args),
         Command::Warm(args) => cachectl::commands::warm::run(dir, args),
+        Command::Remote(cmd) => cachectl::commands::remote::run(dir, cmd),
     };
     match result {
         Ok(code) => std::process::exit(code),

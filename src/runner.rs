@@ -164,6 +164,19 @@ pub fn run(opts: &RunOptions, root: Option<PathBuf>, cwd: &Path) -> i32 {
             return run_plain(opts, cwd, stdin_file());
         }
     };
+    // Not in the local tier: the remote tier may have it (fetched, verified, stored locally).
+    if !force
+        && let Some(remote) = &opts.remote
+        && let Some(code) = remote_fetch(opts, &store, &key, cwd, remote)
+    {
+        explain(
+            opts,
+            &components,
+            &key,
+            "hit (fetched from the remote tier)",
+        );
+        return code;
+    }
     note_miss();
 
     let captured = match exec::run_captured(&opts.argv, cwd, stdin_file(), Some(store.tmp.clone()))
@@ -185,15 +198,23 @@ pub fn run(opts: &RunOptions, root: Option<PathBuf>, cwd: &Path) -> i32 {
                 reason: reason.to_owned(),
             });
         }
-        None => {
-            if let Err(e) = store_result(opts, &store, &key, components, captured, cwd) {
+        None => match store_result(opts, &store, &key, components, captured, cwd) {
+            Ok(true) => {
+                if let Some(remote) = &opts.remote
+                    && remote.mode == crate::remote::Mode::Rw
+                {
+                    remote_upload(&store, &key, remote);
+                }
+            }
+            Ok(false) => {}
+            Err(e) => {
                 warn::once(warn::CACHE, format_args!("cannot store the result: {e:#}"));
                 store.log(&Event::Error {
                     ts: now_ms(),
                     kind: "write".into(),
                 });
             }
-        }
+        },
     }
     code
 }
@@ -573,7 +594,7 @@ fn store_result(
     components: KeyComponents,
     mut c: Captured,
     cwd: &Path,
-) -> Result<()> {
+) -> Result<bool> {
     let level = opts.compression_level;
     let mut bytes = 0;
     let outputs = if c.outcome == Outcome::Exited(0) {
@@ -591,7 +612,7 @@ fn store_result(
                     ns: opts.namespace.clone(),
                     reason: "missing_output".into(),
                 });
-                return Ok(());
+                return Ok(false);
             }
         }
     } else {
@@ -650,7 +671,109 @@ fn store_result(
     {
         spawn_detached(store, &["gc", "--auto"], None);
     }
-    Ok(())
+    Ok(true)
+}
+
+/// Look `key` up in the remote tier; on a hit the entry is now in the local tier: serve it.
+fn remote_fetch(
+    opts: &RunOptions,
+    store: &Store,
+    key: &str,
+    cwd: &Path,
+    remote: &crate::remote::Remote,
+) -> Option<i32> {
+    if crate::remote::breaker_open(store) {
+        return None;
+    }
+    let out = crate::remote::call(remote, &store.root, "get", Some(key));
+    match out.status.as_str() {
+        "hit" => {
+            crate::remote::set_breaker(store, false);
+            store.log(&Event::Remote {
+                ts: now_ms(),
+                op: "hit".into(),
+                kind: String::new(),
+                bytes: out.bytes_down,
+            });
+            if opts.verbose {
+                eprintln!(
+                    "cachectl: remote hit {} ({} from {})",
+                    &key[..12],
+                    crate::ui::size(out.bytes_down),
+                    remote.redacted_url()
+                );
+            }
+            match try_hit(opts, store, key, cwd) {
+                HitResult::Served(code) | HitResult::Stale(code, _) => Some(code),
+                HitResult::Miss(_) => None,
+            }
+        }
+        "miss" => {
+            crate::remote::set_breaker(store, false);
+            store.log(&Event::Remote {
+                ts: now_ms(),
+                op: "miss".into(),
+                kind: String::new(),
+                bytes: out.bytes_down,
+            });
+            None
+        }
+        _ => {
+            remote_failed(store, remote, &out);
+            None
+        }
+    }
+}
+
+/// Upload a freshly stored entry (blobs first, record last).
+fn remote_upload(store: &Store, key: &str, remote: &crate::remote::Remote) {
+    if crate::remote::breaker_open(store) {
+        return;
+    }
+    let out = crate::remote::call(remote, &store.root, "put", Some(key));
+    if out.status == "stored" {
+        crate::remote::set_breaker(store, false);
+        store.log(&Event::Remote {
+            ts: now_ms(),
+            op: "store".into(),
+            kind: String::new(),
+            bytes: out.bytes_up,
+        });
+    } else {
+        remote_failed(store, remote, &out);
+    }
+}
+
+/// A remote failure: one warning (loud for credentials), counted, and for an unreachable
+/// remote the circuit breaker opens so that the next runs skip it for a while.
+fn remote_failed(store: &Store, remote: &crate::remote::Remote, out: &crate::remote::Outcome) {
+    store.log(&Event::Remote {
+        ts: now_ms(),
+        op: "error".into(),
+        kind: out.kind.clone(),
+        bytes: 0,
+    });
+    let url = remote.redacted_url();
+    let msg = match out.kind.as_str() {
+        "auth" => format!(
+            "remote {url} REFUSED THE CREDENTIALS ({}); fix AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or the URL's user:password. Carrying on locally",
+            out.message
+        ),
+        "refused" => format!(
+            "refused an entry from remote {url}: {}; running the command",
+            out.message
+        ),
+        "timeout" => format!(
+            "remote {url} did not answer within {}; carrying on locally (skipping it for {}s)",
+            humantime::format_duration(remote.timeout),
+            crate::remote::BREAKER_OPEN.as_secs()
+        ),
+        _ => format!("remote {url} failed: {}; carrying on locally", out.message),
+    };
+    warn::once("remote", msg);
+    if !matches!(out.kind.as_str(), "refused" | "config") {
+        crate::remote::set_breaker(store, true);
+    }
 }
 
 /// Start a detached `cachectl` that re-runs this command (same arguments, `--force` semantics)

@@ -5,6 +5,7 @@ pub mod explain;
 pub mod gc;
 pub mod invalidate;
 pub mod ls;
+pub mod remote;
 pub mod run;
 pub mod show;
 pub mod stats;

@@ -26,6 +26,10 @@ pub fn run(dir: Option<(PathBuf, Source)>, args: &WarmArgs) -> Result<i32> {
             .expect("clap requires a manifest without --from-history");
         manifest::load(path, &mut configs)?
     };
+    let mut commands = commands;
+    for c in &mut commands {
+        c.args.remote = args.remote;
+    }
     let store = Store::at(root);
     store.check_safe()?;
     let opts = WarmOptions {

@@ -33,6 +33,21 @@ pub struct Day {
     pub misses: u64,
 }
 
+/// Remote tier counters.
+#[derive(Serialize, Debug, Default)]
+pub struct RemoteStats {
+    pub hits: u64,
+    pub misses: u64,
+    pub stores: u64,
+    pub bytes_down: u64,
+    pub bytes_up: u64,
+    /// By kind: `timeout`, `auth`, `refused` (bad or missing signature, tampered entry),
+    /// `config`, `io`.
+    pub errors: BTreeMap<String, u64>,
+    pub timeouts: u64,
+    pub refused: u64,
+}
+
 /// Everything `stats` reports. Field names are the documented `--json` schema.
 #[derive(Serialize, Debug)]
 pub struct Stats {
@@ -55,6 +70,7 @@ pub struct Stats {
     pub max_size_bytes: u64,
     pub oldest: Option<String>,
     pub newest: Option<String>,
+    pub remote: RemoteStats,
     pub by: By,
     pub breakdown: Vec<Row>,
     pub history: Vec<Day>,
@@ -188,6 +204,44 @@ pub fn compute(
         });
     }
 
+    let mut remote = RemoteStats::default();
+    let mut stmt = c.prepare(
+        "SELECT op, kind, SUM(count), SUM(bytes) FROM remote_usage WHERE hour >= ?1 GROUP BY op, kind",
+    )?;
+    for r in stmt.query_map([from_hour], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, i64>(2)?,
+            r.get::<_, i64>(3)?,
+        ))
+    })? {
+        let (op, kind, n, bytes) = r?;
+        let (n, bytes) = (n as u64, bytes as u64);
+        match op.as_str() {
+            "hit" => {
+                remote.hits += n;
+                remote.bytes_down += bytes;
+            }
+            "miss" => {
+                remote.misses += n;
+                remote.bytes_down += bytes;
+            }
+            "store" => {
+                remote.stores += n;
+                remote.bytes_up += bytes;
+            }
+            _ => {
+                *remote.errors.entry(kind.clone()).or_default() += n;
+                match kind.as_str() {
+                    "timeout" => remote.timeouts += n,
+                    "refused" => remote.refused += n,
+                    _ => {}
+                }
+            }
+        }
+    }
+
     let lookups = (hits + misses) as u64;
     Ok(Stats {
         dir: store.root.display().to_string(),
@@ -217,6 +271,7 @@ pub fn compute(
         max_size_bytes: max_size,
         oldest: oldest.map(|t| crate::ui::rfc3339(t as u64)),
         newest: newest.map(|t| crate::ui::rfc3339(t as u64)),
+        remote,
         by,
         breakdown,
         history,

@@ -125,6 +125,34 @@ impl Cas {
         })
     }
 
+    /// Insert a blob file's bytes obtained elsewhere (the remote tier), only if they verify as
+    /// the blob `digest`: payload checksum, then the full decompressed content digest. Returns
+    /// false (and stores nothing) for anything that does not.
+    pub fn insert_verified(&self, tmp_dir: &Path, digest: &str, bytes: &[u8]) -> io::Result<bool> {
+        let mut t = TempFile::new(tmp_dir, "fetch")?;
+        t.file.write_all(bytes)?;
+        let staged = Cas {
+            dir: tmp_dir.to_path_buf(),
+        };
+        // Verify the temp file in place through the normal reader.
+        let ok = staged.verify_file(&t.path, digest);
+        if ok {
+            t.persist(&self.path(digest))?;
+        }
+        Ok(ok)
+    }
+
+    /// Whether the file at `path` is a valid blob with content `digest`.
+    fn verify_file(&self, path: &Path, digest: &str) -> bool {
+        let Ok(file) = File::open(path) else {
+            return false;
+        };
+        match Self::open_file(file, digest) {
+            Ok(mut r) => io::copy(&mut r, &mut io::sink()).is_ok(),
+            Err(_) => false,
+        }
+    }
+
     /// Delete a blob found corrupt, so that the next store of that content writes it afresh.
     pub fn discard(&self, digest: &str) {
         let _ = std::fs::remove_file(self.path(digest));
@@ -149,13 +177,17 @@ impl Cas {
     /// uncompressed content and fails at the end if that content does not match `digest`.
     pub fn open_verified(&self, digest: &str) -> Result<BlobReader, BlobError> {
         let path = self.path(digest);
-        let mut file = match File::open(&path) {
+        let file = match File::open(&path) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 return Err(BlobError::Missing(digest.to_owned()));
             }
             Err(e) => return Err(e.into()),
         };
+        Self::open_file(file, digest)
+    }
+
+    fn open_file(mut file: File, digest: &str) -> Result<BlobReader, BlobError> {
         let mut header = [0u8; HEADER];
         if file.read_exact(&mut header).is_err() || &header[..8] != MAGIC {
             return Err(BlobError::Corrupt(digest.to_owned()));

@@ -64,6 +64,11 @@ const MIGRATIONS: &[&str] = &[
         hour INTEGER NOT NULL, kind TEXT NOT NULL, reason TEXT NOT NULL, count INTEGER NOT NULL,
         PRIMARY KEY(hour, kind, reason)) WITHOUT ROWID;
     CREATE TABLE meta(name TEXT PRIMARY KEY, value TEXT NOT NULL);",
+    // 2: remote tier counters.
+    "CREATE TABLE remote_usage(
+        hour INTEGER NOT NULL, op TEXT NOT NULL, kind TEXT NOT NULL,
+        count INTEGER NOT NULL, bytes INTEGER NOT NULL,
+        PRIMARY KEY(hour, op, kind)) WITHOUT ROWID;",
 ];
 
 pub const INDEX_FILE: &str = "index-v1.sqlite";
@@ -646,6 +651,18 @@ fn apply_event(tx: &Transaction, store: &Store, ev: &Event) -> Result<()> {
         }
         Event::Uncacheable { ts, reason, .. } => bump_fault(tx, *ts, "uncacheable", reason)?,
         Event::Error { ts, kind } => bump_fault(tx, *ts, "error", kind)?,
+        Event::Remote {
+            ts,
+            op,
+            kind,
+            bytes,
+        } => {
+            tx.execute(
+                "INSERT INTO remote_usage(hour, op, kind, count, bytes) VALUES(?1, ?2, ?3, 1, ?4)
+                 ON CONFLICT(hour, op, kind) DO UPDATE SET count = count + 1, bytes = bytes + excluded.bytes",
+                params![(*ts / HOUR_MS) as i64, op, kind, *bytes as i64],
+            )?;
+        }
     }
     Ok(())
 }

@@ -52,6 +52,14 @@ pub enum Event {
         ns: String,
         reason: String,
     },
+    /// Remote tier activity: `op` is `hit`, `miss`, `store` or `error`; `kind` classifies
+    /// errors (`timeout`, `auth`, `refused`, `config`, `io`); `bytes` moved.
+    Remote {
+        ts: u64,
+        op: String,
+        kind: String,
+        bytes: u64,
+    },
     /// A cache fault (read, write, corrupt, lock_timeout): the command ran uncached.
     Error { ts: u64, kind: String },
 }

@@ -122,6 +122,9 @@ fn run_args(root: &Path, c: &WarmCommand, force: bool) -> Vec<std::ffi::OsString
     if let Some(t) = c.args.stale {
         flag("--stale", &humantime::format_duration(t).to_string());
     }
+    if let Some(mode) = c.args.remote {
+        flag("--remote", mode.as_str());
+    }
     for (on, f) in [
         (c.args.cache_failures, "--cache-failures"),
         (c.args.no_cwd, "--no-cwd"),

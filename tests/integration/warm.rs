@@ -718,7 +718,6 @@ fn sigint_lets_running_commands_finish_and_schedules_nothing_new() {
 }
 
 #[test]
-#[ignore = "BUG: a command that finishes (and is stored) after SIGINT is reported failed, \"ran, but nothing was stored under its key\""]
 fn sigint_reports_a_command_finished_in_grace_as_stored() {
     let t = TestContext::new();
     let rep = interrupt_during_quick_command(&t);

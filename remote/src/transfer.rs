@@ -1,0 +1,289 @@
+//! get / put / check against the remote, with everything verified on the way in.
+
+use cachectl::remote::{Mode, Outcome, Step, open_signed, sign};
+use cachectl::store::Store;
+use cachectl::store::record;
+use opendal::{ErrorKind, Operator};
+use std::collections::BTreeSet;
+use std::time::Instant;
+
+pub struct Context {
+    pub op: Operator,
+    pub store: Store,
+    pub namespace: Option<String>,
+    pub secret: Option<String>,
+}
+
+/// A failure, classified for the caller: `timeout`, `auth`, `refused`, `config` or `io`.
+#[derive(Debug)]
+pub struct Failure {
+    pub kind: &'static str,
+    pub message: String,
+}
+
+impl Failure {
+    pub fn config(message: &str) -> Self {
+        Failure {
+            kind: "config",
+            message: message.to_owned(),
+        }
+    }
+    fn refused(message: String) -> Self {
+        Failure {
+            kind: "refused",
+            message,
+        }
+    }
+    fn local(e: impl std::fmt::Display) -> Self {
+        Failure {
+            kind: "io",
+            message: format!("local cache: {e}"),
+        }
+    }
+}
+
+impl From<opendal::Error> for Failure {
+    fn from(e: opendal::Error) -> Self {
+        let text = e.to_string();
+        let lower = text.to_lowercase();
+        let kind = if lower.contains("timeout") || lower.contains("timed out") {
+            "timeout"
+        } else {
+            match e.kind() {
+                ErrorKind::PermissionDenied => "auth",
+                ErrorKind::ConfigInvalid => "config",
+                _ if lower.contains("403")
+                    || lower.contains("401")
+                    || lower.contains("noauth")
+                    || lower.contains("wrongpass") =>
+                {
+                    "auth"
+                }
+                _ => "io",
+            }
+        };
+        Failure {
+            kind,
+            message: text,
+        }
+    }
+}
+
+pub fn error_outcome(f: &Failure) -> Outcome {
+    Outcome {
+        status: "error".into(),
+        kind: f.kind.into(),
+        message: f.message.clone(),
+        ..Default::default()
+    }
+}
+
+impl Context {
+    /// Where this process writes: `<namespace>/` or the root.
+    fn write_prefix(&self) -> String {
+        self.namespace
+            .as_ref()
+            .map(|n| format!("{n}/"))
+            .unwrap_or_default()
+    }
+
+    /// Where it reads, in order: its namespace first, then the root.
+    fn read_prefixes(&self) -> Vec<String> {
+        let mut v = Vec::new();
+        if let Some(n) = &self.namespace {
+            v.push(format!("{n}/"));
+        }
+        v.push(String::new());
+        v
+    }
+
+    /// The first of `paths` that exists, read whole.
+    async fn read_first(&self, paths: &[String]) -> Result<Option<(Vec<u8>, String)>, Failure> {
+        for p in paths {
+            match self.op.read(p).await {
+                Ok(buf) => return Ok(Some((buf.to_vec(), p.clone()))),
+                Err(e) if e.kind() == ErrorKind::NotFound => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// Fetch `key` into the local cache.
+pub async fn get(ctx: &Context, key: &str) -> Result<Outcome, Failure> {
+    if !cachectl::store::index::is_digest(key) {
+        return Err(Failure::config("not a key"));
+    }
+    let paths: Vec<String> = ctx
+        .read_prefixes()
+        .iter()
+        .map(|p| format!("{p}ac/{key}"))
+        .collect();
+    let Some((object, _)) = ctx.read_first(&paths).await? else {
+        return Ok(Outcome {
+            status: "miss".into(),
+            ..Default::default()
+        });
+    };
+    let mut bytes_down = object.len() as u64;
+    let record_bytes =
+        open_signed(ctx.secret.as_deref(), &object).map_err(|e| Failure::refused(e.to_string()))?;
+    let decoded = record::decode(record_bytes)
+        .map_err(|e| Failure::refused(format!("remote record for {key} is invalid: {e}")))?;
+    if decoded.record.key != key || decoded.record.components.key() != key {
+        return Err(Failure::refused(format!(
+            "remote record for {key} does not match its key (tampered or misplaced)"
+        )));
+    }
+    ctx.store.init().map_err(Failure::local)?;
+    let digests: BTreeSet<&str> = decoded.record.blobs().collect();
+    for digest in digests {
+        if ctx.store.cas.open_verified(digest).is_ok() {
+            continue;
+        }
+        let paths: Vec<String> = ctx
+            .read_prefixes()
+            .iter()
+            .map(|p| format!("{p}cas/{digest}"))
+            .collect();
+        let Some((blob, _)) = ctx.read_first(&paths).await? else {
+            // A record whose blobs are gone (evicted by the store's own expiry): a miss.
+            return Ok(Outcome {
+                status: "miss".into(),
+                bytes_down,
+                message: format!("blob {digest} is missing on the remote"),
+                ..Default::default()
+            });
+        };
+        bytes_down += blob.len() as u64;
+        let ok = ctx
+            .store
+            .cas
+            .insert_verified(&ctx.store.tmp, digest, &blob)
+            .map_err(Failure::local)?;
+        if !ok {
+            return Err(Failure::refused(format!(
+                "remote blob {digest} does not match its digest"
+            )));
+        }
+    }
+    // The record last: only now is the entry visible locally.
+    cachectl::store::fsutil::write_atomic(
+        &ctx.store.record_path(key),
+        &ctx.store.tmp,
+        record_bytes,
+    )
+    .map_err(Failure::local)?;
+    Ok(Outcome {
+        status: "hit".into(),
+        bytes_down,
+        ..Default::default()
+    })
+}
+
+/// Upload the local entry `key`: missing blobs first, the record last.
+pub async fn put(ctx: &Context, key: &str) -> Result<Outcome, Failure> {
+    let path = ctx.store.record_path(key);
+    let record_bytes = std::fs::read(&path).map_err(Failure::local)?;
+    let decoded = record::decode(&record_bytes).map_err(Failure::local)?;
+    let prefix = ctx.write_prefix();
+    let mut bytes_up = 0;
+    let digests: BTreeSet<&str> = decoded.record.blobs().collect();
+    for digest in digests {
+        let remote_path = format!("{prefix}cas/{digest}");
+        if ctx.op.exists(&remote_path).await? {
+            continue;
+        }
+        let blob = std::fs::read(ctx.store.cas.path(digest)).map_err(Failure::local)?;
+        bytes_up += blob.len() as u64;
+        ctx.op.write(&remote_path, blob).await?;
+    }
+    let object = match &ctx.secret {
+        Some(s) => sign(s, &record_bytes),
+        None => record_bytes,
+    };
+    bytes_up += object.len() as u64;
+    ctx.op.write(&format!("{prefix}ac/{key}"), object).await?;
+    Ok(Outcome {
+        status: "stored".into(),
+        bytes_up,
+        ..Default::default()
+    })
+}
+
+/// Probe the remote: write, read back and delete a small object (`rw`), or look one up (`ro`).
+pub async fn check(ctx: &Context, mode: Mode) -> Result<Outcome, Failure> {
+    let mut steps = Vec::new();
+    let mut failed: Option<Failure> = None;
+    async fn timed<T>(
+        steps: &mut Vec<Step>,
+        op: &str,
+        f: impl std::future::Future<Output = Result<T, opendal::Error>>,
+    ) -> Result<T, Failure> {
+        let start = Instant::now();
+        let r = f.await;
+        let ms = start.elapsed().as_millis() as u64;
+        steps.push(Step {
+            op: op.to_owned(),
+            ok: r.is_ok(),
+            ms,
+            message: r.as_ref().err().map(|e| e.to_string()).unwrap_or_default(),
+        });
+        r.map_err(Failure::from)
+    }
+    match mode {
+        Mode::Rw => {
+            let nonce = format!(
+                "{:x}",
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .as_nanos()
+            );
+            let path = format!("{}probe/cachectl-check-{nonce}", ctx.write_prefix());
+            let payload = format!("cachectl remote check {nonce}").into_bytes();
+            let result = async {
+                timed(&mut steps, "write", ctx.op.write(&path, payload.clone())).await?;
+                let back = timed(&mut steps, "read", ctx.op.read(&path)).await?;
+                if back.to_vec() != payload {
+                    return Err(Failure::refused(
+                        "the probe read back differs from what was written".into(),
+                    ));
+                }
+                timed(&mut steps, "delete", ctx.op.delete(&path)).await?;
+                Ok(())
+            }
+            .await;
+            failed = result.err();
+        }
+        Mode::Ro => {
+            let path = format!("ac/{}", "0".repeat(64));
+            match timed(&mut steps, "read", ctx.op.read(&path)).await {
+                Ok(_) => {}
+                Err(_) if steps.last().is_some_and(|s| s.message.contains("NotFound")) => {
+                    if let Some(s) = steps.last_mut() {
+                        s.ok = true;
+                        s.message = "not found, as expected".into();
+                    }
+                }
+                Err(e) => failed = Some(e),
+            }
+        }
+        Mode::Off => {}
+    }
+    Ok(match failed {
+        None => Outcome {
+            status: "ok".into(),
+            steps,
+            ..Default::default()
+        },
+        Some(f) => Outcome {
+            status: "error".into(),
+            kind: f.kind.into(),
+            message: f.message,
+            steps,
+            ..Default::default()
+        },
+    })
+}
