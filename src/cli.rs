@@ -96,7 +96,7 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 /// Options of `run` (and, later, of `explain` and `warm`).
-#[derive(Args, Debug, Clone, Default)]
+#[derive(Args, Debug, Clone, Default, PartialEq)]
 pub struct RunArgs {
     /// File, directory (walked recursively) or glob whose content is part of the key; repeatable.
     /// A missing path is keyed as absent
@@ -326,14 +326,9 @@ pub struct WarmArgs {
     /// Warm the most used commands recorded in this cache instead of a manifest
     #[arg(long)]
     pub from_history: bool,
-    /// With --from-history: how many commands
-    #[arg(
-        long,
-        value_name = "N",
-        default_value_t = 20,
-        requires = "from_history"
-    )]
-    pub top: usize,
+    /// With --from-history: how many commands [default: 20]
+    #[arg(long, value_name = "N", requires = "from_history")]
+    pub top: Option<usize>,
     /// With --from-history: count usage within this long ago, e.g. 7d
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, requires = "from_history")]
     pub since: Option<Duration>,
@@ -369,6 +364,71 @@ pub enum RemoteCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+impl RunArgs {
+    /// The `cachectl run` arguments (after `run`) that reproduce these options.
+    pub fn to_argv(&self) -> Vec<OsString> {
+        let mut a: Vec<OsString> = Vec::new();
+        let mut flag = |f: &str, v: &str| {
+            a.push(f.into());
+            a.push(v.into());
+        };
+        for i in &self.inputs {
+            flag("--input", i);
+        }
+        for o in &self.outputs {
+            flag("--output", o);
+        }
+        for e in &self.env {
+            flag("--env", e);
+        }
+        for t in &self.tags {
+            flag("--tag", t);
+        }
+        if let Some(n) = &self.namespace {
+            flag("--namespace", n);
+        }
+        if let Some(s) = &self.salt {
+            flag("--salt", s);
+        }
+        if let Some(t) = self.ttl {
+            flag("--ttl", &humantime::format_duration(t).to_string());
+        }
+        if let Some(t) = self.stale {
+            flag("--stale", &humantime::format_duration(t).to_string());
+        }
+        if let Some(mode) = self.remote {
+            flag("--remote", mode.as_str());
+        }
+        for (on, f) in [
+            (self.stdin, "--stdin"),
+            (self.no_cwd, "--no-cwd"),
+            (self.cache_failures, "--cache-failures"),
+            (self.force, "--force"),
+            (self.no_store, "--no-store"),
+            (self.explain, "--explain"),
+            (self.verbose, "--verbose"),
+        ] {
+            if on {
+                a.push(f.into());
+            }
+        }
+        a.push("--".into());
+        a.extend(self.command.iter().cloned());
+        a
+    }
+
+    /// These options as `cachectl run` would see them on its command line: `CACHECTL_*`
+    /// variables included. `warm` keys a command exactly as the `cachectl run` child it spawns.
+    pub fn reparse(&self) -> Result<RunArgs, clap::Error> {
+        let mut argv: Vec<OsString> = vec!["cachectl".into(), "run".into()];
+        argv.extend(self.to_argv());
+        match Cli::try_parse_from(argv)?.command {
+            Command::Run(a) => Ok(a),
+            _ => unreachable!("parsed as run"),
+        }
+    }
 }
 
 #[derive(Args, Debug)]

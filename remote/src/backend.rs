@@ -78,6 +78,37 @@ fn build_error(e: opendal::Error) -> Failure {
     Failure::config(&format!("invalid remote configuration: {e}"))
 }
 
+/// Fail fast when nothing listens at `host` (refused, unresolvable, or no answer in `timeout`).
+fn probe_tcp(host: &str, default_port: u16, timeout: Duration) -> Result<(), Failure> {
+    use std::net::ToSocketAddrs;
+    let with_port = if host
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+    {
+        host.to_owned()
+    } else {
+        format!("{host}:{default_port}")
+    };
+    let addrs: Vec<_> = with_port
+        .to_socket_addrs()
+        .map_err(|e| Failure::io(format!("cannot resolve {with_port}: {e}")))?
+        .collect();
+    let mut last = None;
+    for a in addrs {
+        match std::net::TcpStream::connect_timeout(&a, timeout) {
+            Ok(_) => return Ok(()),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(match last {
+        Some(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+            Failure::timeout(format!("no answer from {with_port}"))
+        }
+        Some(e) => Failure::io(format!("cannot connect to {with_port}: {e}")),
+        None => Failure::io(format!("{with_port} resolves to no address")),
+    })
+}
+
 pub fn operator(url: &str, timeout: Duration) -> Result<Operator, Failure> {
     install_defaults();
     let p = parse(url)?;
@@ -108,6 +139,9 @@ pub fn operator(url: &str, timeout: Duration) -> Result<Operator, Failure> {
             Operator::new(b).map_err(build_error)?
         }
         "redis" | "rediss" => {
+            // The Redis client keeps retrying a refused connection until the timeout; a dead
+            // server should cost milliseconds, not the timeout times the retries.
+            probe_tcp(p.host, 6379, timeout)?;
             let db: i64 = p.path.trim_matches('/').parse().unwrap_or(0);
             let mut b = opendal::services::Redis::default()
                 .endpoint(&format!("{}://{}", p.scheme, p.host))
@@ -157,7 +191,7 @@ pub fn operator(url: &str, timeout: Duration) -> Result<Operator, Failure> {
         )
         .layer(
             RetryLayer::new()
-                .with_max_times(2)
+                .with_max_times(1)
                 .with_min_delay(Duration::from_millis(50))
                 .with_max_delay(Duration::from_millis(400)),
         ))

@@ -34,6 +34,18 @@ impl Failure {
             message,
         }
     }
+    pub fn io(message: String) -> Self {
+        Failure {
+            kind: "io",
+            message,
+        }
+    }
+    pub fn timeout(message: String) -> Self {
+        Failure {
+            kind: "timeout",
+            message,
+        }
+    }
     fn local(e: impl std::fmt::Display) -> Self {
         Failure {
             kind: "io",
@@ -64,9 +76,41 @@ impl From<opendal::Error> for Failure {
         };
         Failure {
             kind,
-            message: text,
+            message: summarize(&text),
         }
     }
+}
+
+/// OpenDAL's errors carry their whole context (URI, headers, ...); a warning needs the gist:
+/// the operation, the HTTP status and the service's error code when there are any.
+fn summarize(text: &str) -> String {
+    let op = text
+        .split(" at ")
+        .nth(1)
+        .and_then(|r| r.split([',', ' ']).next())
+        .unwrap_or("");
+    let status = text
+        .split("status: ")
+        .nth(1)
+        .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+        .filter(|s| !s.is_empty());
+    let code = text
+        .split("code: \"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .filter(|s| !s.is_empty());
+    let tail = text.rsplit("=> ").next().unwrap_or(text);
+    let mut out = String::new();
+    if !op.is_empty() {
+        out.push_str(op);
+        out.push_str(": ");
+    }
+    match (status, code) {
+        (Some(s), Some(c)) => out.push_str(&format!("HTTP {s} {c}")),
+        (Some(s), None) => out.push_str(&format!("HTTP {s}")),
+        _ => out.push_str(tail.chars().take(160).collect::<String>().trim()),
+    }
+    out
 }
 
 pub fn error_outcome(f: &Failure) -> Outcome {
@@ -228,7 +272,11 @@ pub async fn check(ctx: &Context, mode: Mode) -> Result<Outcome, Failure> {
             op: op.to_owned(),
             ok: r.is_ok(),
             ms,
-            message: r.as_ref().err().map(|e| e.to_string()).unwrap_or_default(),
+            message: r
+                .as_ref()
+                .err()
+                .map(|e| summarize(&e.to_string()))
+                .unwrap_or_default(),
         });
         r.map_err(Failure::from)
     }
@@ -261,7 +309,11 @@ pub async fn check(ctx: &Context, mode: Mode) -> Result<Outcome, Failure> {
             let path = format!("ac/{}", "0".repeat(64));
             match timed(&mut steps, "read", ctx.op.read(&path)).await {
                 Ok(_) => {}
-                Err(_) if steps.last().is_some_and(|s| s.message.contains("NotFound")) => {
+                Err(_)
+                    if steps.last().is_some_and(|s| {
+                        s.message.contains("NotFound") || s.message.contains("404")
+                    }) =>
+                {
                     if let Some(s) = steps.last_mut() {
                         s.ok = true;
                         s.message = "not found, as expected".into();

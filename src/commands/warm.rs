@@ -10,6 +10,11 @@ use anyhow::{Result, bail};
 use std::path::PathBuf;
 
 pub fn run(dir: Option<(PathBuf, Source)>, args: &WarmArgs) -> Result<i32> {
+    if !args.from_history && (args.top.is_some() || args.since.is_some()) {
+        return Err(crate::error::usage(
+            "--top and --since choose commands from the usage history; fix: add --from-history (and drop the manifest)",
+        ));
+    }
     let (_, cfg) = super::load(dir.clone())?;
     let mut configs = Configs::new(dir);
     let Some(root) = cfg.dir.value.clone() else {
@@ -18,13 +23,23 @@ pub fn run(dir: Option<(PathBuf, Source)>, args: &WarmArgs) -> Result<i32> {
     // Validate everything before anything runs.
     let commands = if args.from_history {
         let (store, idx) = crate::manage::open(Some(root.clone()))?;
-        crate::warm::history::commands(&store, &idx, args.top, args.since, &mut configs)?
+        crate::warm::history::commands(
+            &store,
+            &idx,
+            args.top.unwrap_or(20),
+            args.since,
+            &mut configs,
+        )?
     } else {
         let path = args
             .manifest
             .as_ref()
             .expect("clap requires a manifest without --from-history");
-        manifest::load(path, &mut configs)?
+        let m = manifest::load(path, &mut configs)?;
+        for note in &m.notes {
+            eprintln!("cachectl: warning: {note}");
+        }
+        m.commands
     };
     let mut commands = commands;
     for c in &mut commands {
@@ -43,7 +58,7 @@ pub fn run(dir: Option<(PathBuf, Source)>, args: &WarmArgs) -> Result<i32> {
         keep_going: args.keep_going,
     };
     let quiet = args.json;
-    let report = warm::run(&store, commands, &opts, &|r| {
+    let report = warm::run(commands, &opts, &|r| {
         if !quiet {
             eprintln!("cachectl: FAILED {} ({})", r.command, r.origin);
             for line in r.error.as_deref().unwrap_or("").lines() {
@@ -69,8 +84,8 @@ pub fn run(dir: Option<(PathBuf, Source)>, args: &WarmArgs) -> Result<i32> {
             println!("{t}");
         }
         println!(
-            "{} commands: {} already cached, {} would run.",
-            report.commands.len(),
+            "{}: {} already cached, {} would run.",
+            ui::count(report.commands.len() as u64, "command", "commands"),
             report.already_cached,
             report.would_run
         );

@@ -75,6 +75,7 @@ pub fn commands(
             ..Default::default()
         };
         let cfg = configs.for_cwd(&cwd)?;
+        let Ok(args) = args.reparse() else { continue };
         let Ok(opts) = RunOptions::resolve(&args, cfg) else {
             continue;
         };
@@ -83,6 +84,8 @@ pub fn commands(
             args,
             opts,
             origin: format!("history ({command})"),
+            // The history comes from this cache; its commands are warmed into it.
+            root: store.root.clone(),
         });
     }
     Ok(out)

@@ -70,6 +70,8 @@ pub struct WarmCommand {
     pub opts: RunOptions,
     /// Where it came from, for messages (`manifest.toml:12`, or `history`).
     pub origin: String,
+    /// The cache it goes into: the one `cachectl run` would use in its directory.
+    pub root: PathBuf,
 }
 
 /// Configs by working directory (each directory may have its own cachectl.toml).
@@ -95,8 +97,23 @@ impl Configs {
     }
 }
 
+/// The cache directory a command in a directory with config `cfg` goes into.
+pub fn root_of(cfg: &Config) -> Result<PathBuf> {
+    cfg.dir.value.clone().ok_or_else(|| {
+        anyhow::anyhow!("no cache directory: set CACHECTL_DIR or HOME, or pass --dir")
+    })
+}
+
+/// A loaded manifest: its commands, and notes worth telling the user (a `for_each` that
+/// matched nothing).
+#[derive(Debug)]
+pub struct Manifest {
+    pub commands: Vec<WarmCommand>,
+    pub notes: Vec<String>,
+}
+
 /// Parse, validate and expand the manifest at `path`.
-pub fn load(path: &Path, configs: &mut Configs) -> Result<Vec<WarmCommand>> {
+pub fn load(path: &Path, configs: &mut Configs) -> Result<Manifest> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         usage(format!(
             "cannot read manifest {}: {e}; fix: pass the path of a TOML file with [[command]] tables",
@@ -115,6 +132,7 @@ pub fn load(path: &Path, configs: &mut Configs) -> Result<Vec<WarmCommand>> {
         .unwrap_or(Path::new("."));
     let base = crate::paths::normalize(&std::path::absolute(parent)?);
     let mut out = Vec::new();
+    let mut notes = Vec::new();
     for spanned in raw.command {
         let at = spanned.span().start;
         let line = file.line(at);
@@ -168,6 +186,17 @@ pub fn load(path: &Path, configs: &mut Configs) -> Result<Vec<WarmCommand>> {
                 .map(|p| Some(p.to_string_lossy().into_owned()))
                 .collect(),
         };
+        if let Some(pattern) = &c.for_each
+            && matches.is_empty()
+        {
+            notes.push(format!(
+                "{}:{}: for_each = {:?} matches no file in {}",
+                path.display(),
+                file.line(pattern.span().start),
+                pattern.get_ref(),
+                cwd.display()
+            ));
+        }
         let cfg = configs.for_cwd(&cwd)?;
         for m in matches {
             let sub = |s: &String| match &m {
@@ -188,6 +217,10 @@ pub fn load(path: &Path, configs: &mut Configs) -> Result<Vec<WarmCommand>> {
                 command: argv.iter().map(sub).map(OsString::from).collect(),
                 ..Default::default()
             };
+            // As the `cachectl run` child will see them (CACHECTL_* included).
+            let args = args
+                .reparse()
+                .map_err(|e| file.error(at, e.to_string().trim()))?;
             let opts =
                 RunOptions::resolve(&args, cfg).map_err(|e| file.error(at, &format!("{e:#}")))?;
             out.push(WarmCommand {
@@ -195,17 +228,21 @@ pub fn load(path: &Path, configs: &mut Configs) -> Result<Vec<WarmCommand>> {
                 args,
                 opts,
                 origin: origin.clone(),
+                root: root_of(cfg)?,
             });
         }
     }
-    Ok(out)
+    Ok(Manifest {
+        commands: out,
+        notes,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn manifest(text: &str) -> (tempfile::TempDir, Result<Vec<WarmCommand>>) {
+    fn manifest(text: &str) -> (tempfile::TempDir, Result<Manifest>) {
         let d = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(d.path().join("img")).unwrap();
         for f in ["a.png", "b.png", "c.txt"] {
@@ -225,7 +262,7 @@ mod tests {
         let (_d, r) = manifest(
             "[[command]]\nrun = \"./resize '{}' --width 200\"\nfor_each = \"img/*.png\"\ninputs = [\"{}\"]\noutputs = [\"out/{}\"]\n",
         );
-        let cmds = r.unwrap();
+        let cmds = r.unwrap().commands;
         assert_eq!(cmds.len(), 2);
         assert_eq!(
             cmds[0].args.command,

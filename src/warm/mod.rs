@@ -21,7 +21,6 @@ use manifest::WarmCommand;
 use serde::Serialize;
 use std::collections::{HashMap, VecDeque};
 use std::io::Read;
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -92,50 +91,12 @@ fn key_of(store: &Store, c: &WarmCommand) -> anyhow::Result<(String, bool)> {
 }
 
 /// The `cachectl run` argument list that reproduces `c`.
-fn run_args(root: &Path, c: &WarmCommand, force: bool) -> Vec<std::ffi::OsString> {
-    let mut a: Vec<std::ffi::OsString> = vec!["--dir".into(), root.into(), "run".into()];
-    let mut flag = |f: &str, v: &str| {
-        a.push(f.into());
-        a.push(v.into());
-    };
-    for i in &c.args.inputs {
-        flag("--input", i);
+fn run_args(c: &WarmCommand, force: bool) -> Vec<std::ffi::OsString> {
+    let mut a: Vec<std::ffi::OsString> = vec!["--dir".into(), c.root.clone().into(), "run".into()];
+    if force && !c.args.force {
+        a.push("--force".into());
     }
-    for o in &c.args.outputs {
-        flag("--output", o);
-    }
-    for e in &c.args.env {
-        flag("--env", e);
-    }
-    for t in &c.args.tags {
-        flag("--tag", t);
-    }
-    if let Some(n) = &c.args.namespace {
-        flag("--namespace", n);
-    }
-    if let Some(s) = &c.args.salt {
-        flag("--salt", s);
-    }
-    if let Some(t) = c.args.ttl {
-        flag("--ttl", &humantime::format_duration(t).to_string());
-    }
-    if let Some(t) = c.args.stale {
-        flag("--stale", &humantime::format_duration(t).to_string());
-    }
-    if let Some(mode) = c.args.remote {
-        flag("--remote", mode.as_str());
-    }
-    for (on, f) in [
-        (c.args.cache_failures, "--cache-failures"),
-        (c.args.no_cwd, "--no-cwd"),
-        (force, "--force"),
-    ] {
-        if on {
-            a.push(f.into());
-        }
-    }
-    a.push("--".into());
-    a.extend(c.args.command.iter().cloned());
+    a.extend(c.args.to_argv());
     a
 }
 
@@ -146,20 +107,19 @@ fn tail(bytes: &[u8]) -> String {
 }
 
 /// Run one command as a `cachectl run` child; returns (exit code, stderr tail, duration).
-fn run_child(
-    root: &Path,
-    c: &WarmCommand,
-    force: bool,
-    pids: &Mutex<HashMap<u32, ()>>,
-) -> (i32, String, u64) {
+fn run_child(c: &WarmCommand, force: bool, pids: &Mutex<HashMap<u32, ()>>) -> (i32, String, u64) {
     let start = Instant::now();
     let exe = std::env::current_exe().unwrap_or_else(|_| "cachectl".into());
+    use std::os::unix::process::CommandExt;
+    // Its own process group, so that ending it after the grace period ends everything it
+    // started (a shell's children too), not only the `cachectl run` process.
     let child = Command::new(exe)
-        .args(run_args(root, c, force))
+        .args(run_args(c, force))
         .current_dir(&c.cwd)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
+        .process_group(0)
         .spawn();
     let mut child = match child {
         Ok(ch) => ch,
@@ -192,10 +152,9 @@ fn run_child(
     (code, tail(&err), start.elapsed().as_millis() as u64)
 }
 
-/// Warm `commands` into `store`. `on_failure` is told of each failure as it happens (the
+/// Warm `commands`, each into its own cache (see [`WarmCommand::root`]). `on_failure` is told of each failure as it happens (the
 /// command prints it above the progress bar).
 pub fn run(
-    store: &Store,
     commands: Vec<WarmCommand>,
     opts: &WarmOptions,
     on_failure: &(dyn Fn(&CommandResult) + Sync),
@@ -206,35 +165,52 @@ pub fn run(
         dry_run: opts.dry_run,
         ..Default::default()
     };
-    // Classify: cached (skip) or to run.
+    // Classify: cached (skip) or to run. A command whose key cannot be computed (an unreadable
+    // input) fails alone; the others go on.
     let mut results: Vec<CommandResult> = Vec::with_capacity(commands.len());
     let mut queue = VecDeque::new();
     for (i, c) in commands.iter().enumerate() {
-        let (key, cached) = key_of(store, c)?;
-        let cached = cached && !opts.force;
-        results.push(CommandResult {
+        let store = Store::at(c.root.clone());
+        let (key, cached, error) = match key_of(&store, c) {
+            Ok((k, cached)) => (k, cached && !opts.force, None),
+            Err(e) => (
+                String::new(),
+                false,
+                Some(format!("cannot compute the key: {e:#}")),
+            ),
+        };
+        let status = if error.is_some() {
+            "failed"
+        } else if cached {
+            "cached"
+        } else if opts.dry_run {
+            "would_run"
+        } else {
+            "not_run"
+        };
+        let r = CommandResult {
             command: c.opts.command_line.clone(),
             cwd: c.cwd.display().to_string(),
             origin: c.origin.clone(),
             key,
-            status: if cached {
-                "cached"
-            } else if opts.dry_run {
-                "would_run"
-            } else {
-                "not_run"
-            },
+            status,
             exit_code: None,
             duration_ms: 0,
-            error: None,
-        });
-        if !cached && !opts.dry_run {
+            error,
+        };
+        if r.status == "failed" {
+            on_failure(&r);
+        } else if !cached && !opts.dry_run {
             queue.push_back(i);
         }
+        results.push(r);
+    }
+    let key_failed = results.iter().any(|r| r.status == "failed");
+    if key_failed && !opts.keep_going {
+        queue.clear();
     }
     if !opts.dry_run && !queue.is_empty() {
-        store.init()?;
-        execute(store, &commands, &mut results, queue, opts, on_failure);
+        execute(&commands, &mut results, queue, opts, on_failure);
     }
     for r in &results {
         match r.status {
@@ -255,7 +231,6 @@ pub fn run(
 }
 
 fn execute(
-    store: &Store,
     commands: &[WarmCommand],
     results: &mut [CommandResult],
     queue: VecDeque<usize>,
@@ -276,7 +251,6 @@ fn execute(
     let pids: Mutex<HashMap<u32, ()>> = Mutex::new(HashMap::new());
     let shared: Arc<Mutex<Vec<(usize, CommandResult)>>> = Arc::new(Mutex::new(Vec::new()));
     let workers_done = AtomicBool::new(false);
-    let root = store.root.clone();
     std::thread::scope(|s| {
         let mut handles = Vec::new();
         for _ in 0..opts.jobs.max(1) {
@@ -291,11 +265,11 @@ fn execute(
                     };
                     let c = &commands[i];
                     bar.set_message(c.opts.command_line.chars().take(40).collect::<String>());
-                    let (code, err_tail, ms) = run_child(&root, c, opts.force, &pids);
-                    let mut r = results_template(c, &root, ms, code);
+                    let (code, err_tail, ms) = run_child(c, opts.force, &pids);
+                    let mut r = results_template(c, ms, code);
                     r.key = String::new();
                     let stored_ok = code == 0 || c.opts.cache_failures;
-                    let key = key_after(store, c);
+                    let key = key_after(&Store::at(c.root.clone()), c);
                     let found = key.as_ref().is_some_and(|(_, found)| *found);
                     r.key = key.map(|(k, _)| k).unwrap_or_default();
                     if stored_ok && found {
@@ -347,9 +321,9 @@ fn execute(
                     continue;
                 };
                 for pid in pids.lock().unwrap_or_else(|e| e.into_inner()).keys() {
-                    // SAFETY: kill with a pid of a child we spawned and have not reaped.
+                    // SAFETY: kill on the process group of a child we spawned and have not reaped.
                     unsafe {
-                        libc::kill(*pid as i32, sig);
+                        libc::kill(-(*pid as i32), sig);
                     }
                 }
             }
@@ -365,7 +339,7 @@ fn execute(
     }
 }
 
-fn results_template(c: &WarmCommand, _root: &Path, ms: u64, code: i32) -> CommandResult {
+fn results_template(c: &WarmCommand, ms: u64, code: i32) -> CommandResult {
     CommandResult {
         command: c.opts.command_line.clone(),
         cwd: c.cwd.display().to_string(),
