@@ -28,6 +28,80 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// The `CACHECTL_*` variables clap reads for flags: an empty one counts as unset (as
+/// `CACHECTL_X= cmd` is usually meant), instead of being an invalid value. (Settings read from
+/// the environment elsewhere already ignore empty values.)
+pub const FLAG_ENV: &[&str] = &[
+    "CACHECTL_DIR",
+    "CACHECTL_NO_CWD",
+    "CACHECTL_NAMESPACE",
+    "CACHECTL_SALT",
+    "CACHECTL_TTL",
+    "CACHECTL_STALE",
+    "CACHECTL_CACHE_FAILURES",
+    "CACHECTL_FORCE",
+    "CACHECTL_NO_STORE",
+    "CACHECTL_EXPLAIN",
+    "CACHECTL_VERBOSE",
+];
+
+/// The command line of `cachectl run ...` alone. Every cache hit starts a process that parses
+/// its arguments, and building the definitions of all subcommands costs clap more instructions
+/// than the rest of a hit; so `run` (the hot path) is parsed with a parser that knows only
+/// `run`. Its options, help and errors are `Cli`'s for `run`, from the same `RunArgs`.
+#[derive(Parser, Debug)]
+#[command(name = "cachectl", version)]
+pub struct RunCli {
+    /// Cache directory [default: $XDG_CACHE_HOME/cachectl or ~/.cache/cachectl]
+    #[arg(long, global = true, env = "CACHECTL_DIR", value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: RunOnly,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RunOnly {
+    /// Run a command through the cache (replay on a hit, run and store on a miss)
+    #[command(after_help = RUN_EXAMPLES)]
+    Run(RunArgs),
+}
+
+/// Parse the process's command line (the fast path for `run`, see [`RunCli`]). Returns the
+/// command and whether `--dir` came from `CACHECTL_DIR`.
+pub fn parse() -> (Cli, bool) {
+    use clap::{CommandFactory, FromArgMatches, parser::ValueSource};
+    let args: Vec<OsString> = std::env::args_os().collect();
+    let fast = args.get(1).is_some_and(|a| a == "run");
+    let mut cmd = if fast {
+        RunCli::command()
+    } else {
+        Cli::command()
+    };
+    let mut matches = match cmd.try_get_matches_from_mut(args) {
+        Ok(m) => m,
+        Err(e) => e.exit(),
+    };
+    // The definitions are not needed any more, and freeing them is pure cost before exit.
+    std::mem::forget(cmd);
+    let dir_from_env = matches.value_source("dir") == Some(ValueSource::EnvVariable);
+    let cli = if fast {
+        RunCli::from_arg_matches_mut(&mut matches).map(|r| Cli {
+            dir: r.dir,
+            command: match r.command {
+                RunOnly::Run(a) => Command::Run(a),
+            },
+        })
+    } else {
+        Cli::from_arg_matches_mut(&mut matches)
+    };
+    std::mem::forget(matches);
+    match cli {
+        Ok(cli) => (cli, dir_from_env),
+        Err(e) => e.exit(),
+    }
+}
+
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run a command through the cache (replay on a hit, run and store on a miss)
@@ -77,6 +151,19 @@ pub enum Command {
     /// The remote tier: `cachectl remote check` probes it
     #[command(subcommand)]
     Remote(RemoteCommand),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
+    #[command(
+        after_help = "Examples:\n  cachectl completions bash > /etc/bash_completion.d/cachectl\n  cachectl completions zsh > \"${fpath[1]}/_cachectl\"\n  cachectl completions fish > ~/.config/fish/completions/cachectl.fish"
+    )]
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) generated from these definitions
+    #[command(
+        after_help = "Examples:\n  cachectl man | man -l -\n  cachectl man > /usr/local/share/man/man1/cachectl.1"
+    )]
+    Man,
     /// Show the resolved configuration and where each value comes from
     #[command(
         after_help = "Examples:\n  cachectl config\n  cachectl config -- ./resize img.png   # which [[rule]]s apply to this command"
@@ -440,4 +527,45 @@ pub struct ConfigArgs {
         value_name = "COMMAND"
     )]
     pub command: Vec<OsString>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn env_names(cmd: &clap::Command, out: &mut std::collections::BTreeSet<String>) {
+        for a in cmd.get_arguments() {
+            if let Some(e) = a.get_env() {
+                out.insert(e.to_string_lossy().into_owned());
+            }
+        }
+        for sub in cmd.get_subcommands() {
+            env_names(sub, out);
+        }
+    }
+
+    #[test]
+    fn flag_env_lists_every_env_var_clap_reads() {
+        let mut names = std::collections::BTreeSet::new();
+        env_names(&Cli::command(), &mut names);
+        let listed: std::collections::BTreeSet<String> =
+            FLAG_ENV.iter().map(|s| s.to_string()).collect();
+        assert_eq!(names, listed);
+    }
+
+    #[test]
+    fn the_run_fast_path_parses_as_the_full_cli_does() {
+        Cli::command().debug_assert();
+        RunCli::command().debug_assert();
+        let argv = [
+            "cachectl", "run", "-i", "a", "--ttl", "1h", "--", "ls", "-la",
+        ];
+        let full = Cli::try_parse_from(argv).unwrap();
+        let fast = RunCli::try_parse_from(argv).unwrap();
+        let (Command::Run(a), RunOnly::Run(b)) = (full.command, fast.command) else {
+            panic!("not run")
+        };
+        assert_eq!(a, b);
+    }
 }

@@ -1,26 +1,21 @@
 //! The `cachectl` binary: parse, dispatch, and own the exit-code policy.
 //! `run` exits with the wrapped command's code; cachectl's own usage errors exit 2.
 
-use cachectl::cli::{Cli, Command};
+use cachectl::cli::Command;
 use cachectl::config::Source;
-use clap::{CommandFactory, FromArgMatches, parser::ValueSource};
 
 fn main() {
-    // An empty CACHECTL_* variable counts as unset (as `CACHECTL_X= cmd` is usually meant).
-    for (name, value) in std::env::vars_os() {
-        if value.is_empty() && name.to_string_lossy().starts_with("CACHECTL_") {
+    for name in cachectl::cli::FLAG_ENV {
+        if std::env::var_os(name).is_some_and(|v| v.is_empty()) {
             // SAFETY: no other thread exists yet.
-            unsafe { std::env::remove_var(&name) };
+            unsafe { std::env::remove_var(name) };
         }
     }
-    let matches = Cli::command().get_matches();
-    let cli = match Cli::from_arg_matches(&matches) {
-        Ok(cli) => cli,
-        Err(e) => e.exit(),
-    };
-    let dir_source = match matches.value_source("dir") {
-        Some(ValueSource::EnvVariable) => Source::Env("CACHECTL_DIR"),
-        _ => Source::Flag,
+    let (cli, dir_from_env) = cachectl::cli::parse();
+    let dir_source = if dir_from_env {
+        Source::Env("CACHECTL_DIR")
+    } else {
+        Source::Flag
     };
     let dir = cli.dir.clone().map(|d| (d, dir_source));
     if !matches!(cli.command, Command::Run(_)) {
@@ -43,6 +38,8 @@ fn main() {
         Command::Explain(args) => cachectl::commands::explain::run(dir, args),
         Command::Warm(args) => cachectl::commands::warm::run(dir, args),
         Command::Remote(cmd) => cachectl::commands::remote::run(dir, cmd),
+        Command::Completions { shell } => cachectl::commands::docs::completions(*shell),
+        Command::Man => cachectl::commands::docs::man(),
     };
     match result {
         Ok(code) => std::process::exit(code),

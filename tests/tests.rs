@@ -18,8 +18,12 @@ mod manage_inspect;
 mod manage_invalidate;
 #[path = "integration/policy.rs"]
 mod policy;
+#[path = "integration/remote.rs"]
+mod remote;
 #[path = "integration/replay.rs"]
 mod replay;
+#[path = "integration/servers.rs"]
+mod servers;
 #[path = "integration/store.rs"]
 mod store;
 #[path = "integration/warm.rs"]

@@ -81,6 +81,7 @@ fn run(args: &Args) -> Result<Outcome, transfer::Failure> {
     let op = backend::operator(url, timeout)?;
     let ctx = transfer::Context {
         op,
+        mode: args.mode,
         store: cachectl::store::Store::at(dir),
         namespace: args.namespace.clone().filter(|n| !n.is_empty()),
         secret: std::env::var("CACHECTL_REMOTE_SECRET")

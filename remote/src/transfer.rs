@@ -9,6 +9,9 @@ use std::time::Instant;
 
 pub struct Context {
     pub op: Operator,
+    /// In `rw` mode a provably corrupt object (one that fails its checksum or digest) is
+    /// deleted when found, so the next upload of that entry repairs the remote.
+    pub mode: Mode,
     pub store: Store,
     pub namespace: Option<String>,
     pub secret: Option<String>,
@@ -123,6 +126,13 @@ pub fn error_outcome(f: &Failure) -> Outcome {
 }
 
 impl Context {
+    /// Delete a provably corrupt remote object (rw mode only; best effort).
+    async fn discard(&self, path: &str) {
+        if self.mode == Mode::Rw {
+            let _ = self.op.delete(path).await;
+        }
+    }
+
     /// Where this process writes: `<namespace>/` or the root.
     fn write_prefix(&self) -> String {
         self.namespace
@@ -164,7 +174,7 @@ pub async fn get(ctx: &Context, key: &str) -> Result<Outcome, Failure> {
         .iter()
         .map(|p| format!("{p}ac/{key}"))
         .collect();
-    let Some((object, _)) = ctx.read_first(&paths).await? else {
+    let Some((object, found_at)) = ctx.read_first(&paths).await? else {
         return Ok(Outcome {
             status: "miss".into(),
             ..Default::default()
@@ -173,13 +183,21 @@ pub async fn get(ctx: &Context, key: &str) -> Result<Outcome, Failure> {
     let mut bytes_down = object.len() as u64;
     let record_bytes =
         open_signed(ctx.secret.as_deref(), &object).map_err(|e| Failure::refused(e.to_string()))?;
-    let decoded = record::decode(record_bytes)
-        .map_err(|e| Failure::refused(format!("remote record for {key} is invalid: {e}")))?;
-    if decoded.record.key != key || decoded.record.components.key() != key {
-        return Err(Failure::refused(format!(
-            "remote record for {key} does not match its key (tampered or misplaced)"
-        )));
-    }
+    let decoded = match record::decode(record_bytes) {
+        Ok(d) if d.record.key == key && d.record.components.key() == key => d,
+        Ok(_) => {
+            ctx.discard(&found_at).await;
+            return Err(Failure::refused(format!(
+                "remote record for {key} does not match its key (tampered or misplaced)"
+            )));
+        }
+        Err(e) => {
+            ctx.discard(&found_at).await;
+            return Err(Failure::refused(format!(
+                "remote record for {key} is invalid: {e}"
+            )));
+        }
+    };
     ctx.store.init().map_err(Failure::local)?;
     let digests: BTreeSet<&str> = decoded.record.blobs().collect();
     for digest in digests {
@@ -191,7 +209,7 @@ pub async fn get(ctx: &Context, key: &str) -> Result<Outcome, Failure> {
             .iter()
             .map(|p| format!("{p}cas/{digest}"))
             .collect();
-        let Some((blob, _)) = ctx.read_first(&paths).await? else {
+        let Some((blob, blob_at)) = ctx.read_first(&paths).await? else {
             // A record whose blobs are gone (evicted by the store's own expiry): a miss.
             return Ok(Outcome {
                 status: "miss".into(),
@@ -207,6 +225,7 @@ pub async fn get(ctx: &Context, key: &str) -> Result<Outcome, Failure> {
             .insert_verified(&ctx.store.tmp, digest, &blob)
             .map_err(Failure::local)?;
         if !ok {
+            ctx.discard(&blob_at).await;
             return Err(Failure::refused(format!(
                 "remote blob {digest} does not match its digest"
             )));
@@ -306,20 +325,28 @@ pub async fn check(ctx: &Context, mode: Mode) -> Result<Outcome, Failure> {
             failed = result.err();
         }
         Mode::Ro => {
+            // Reading an object that cannot exist proves connectivity and read rights.
             let path = format!("ac/{}", "0".repeat(64));
-            match timed(&mut steps, "read", ctx.op.read(&path)).await {
-                Ok(_) => {}
-                Err(_)
-                    if steps.last().is_some_and(|s| {
-                        s.message.contains("NotFound") || s.message.contains("404")
-                    }) =>
-                {
-                    if let Some(s) = steps.last_mut() {
-                        s.ok = true;
-                        s.message = "not found, as expected".into();
-                    }
+            let start = Instant::now();
+            let r = ctx.op.read(&path).await;
+            let ms = start.elapsed().as_millis() as u64;
+            let (ok, message) = match &r {
+                Ok(_) => (true, String::new()),
+                Err(e) if e.kind() == ErrorKind::NotFound => {
+                    (true, "not found, as expected".to_owned())
                 }
-                Err(e) => failed = Some(e),
+                Err(e) => (false, summarize(&e.to_string())),
+            };
+            steps.push(Step {
+                op: "read".into(),
+                ok,
+                ms,
+                message,
+            });
+            if let Err(e) = r
+                && e.kind() != ErrorKind::NotFound
+            {
+                failed = Some(e.into());
             }
         }
         Mode::Off => {}

@@ -1,6 +1,7 @@
 //! One file per subcommand, each thin: resolve options, call the library, print.
 
 pub mod config;
+pub mod docs;
 pub mod explain;
 pub mod gc;
 pub mod invalidate;

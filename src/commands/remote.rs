@@ -64,6 +64,11 @@ pub fn run(dir: Option<(PathBuf, Source)>, cmd: &RemoteCommand) -> Result<i32> {
         }
         if ok {
             println!("OK: the remote works in {} mode.", remote.mode.as_str());
+        } else if outcome.kind == "auth" {
+            println!(
+                "FAILED (auth): the remote REFUSED THE CREDENTIALS ({}); fix AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or the user:password in the URL",
+                outcome.message
+            );
         } else {
             println!("FAILED ({}): {}", outcome.kind, outcome.message);
         }
