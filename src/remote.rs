@@ -226,15 +226,16 @@ pub fn call(remote: &Remote, root: &Path, op: &str, key: Option<&str>) -> Outcom
     let Some(exe) = companion() else {
         return error(
             "config",
-            "cachectl-remote is not installed next to cachectl or on PATH (cargo install --path remote)".into(),
+            "cachectl-remote is not installed next to cachectl or on PATH (cargo install --locked --path remote)".into(),
         );
     };
     let mut cmd = std::process::Command::new(exe);
     cmd.arg(op)
         .arg("--dir")
         .arg(root)
-        .arg("--url")
-        .arg(&remote.url)
+        // The URL may hold a password: pass it in the environment (readable only by this user),
+        // not on the command line (readable by everyone through ps).
+        .env("CACHECTL_REMOTE_URL", &remote.url)
         .arg("--mode")
         .arg(remote.mode.as_str())
         .arg("--timeout-ms")

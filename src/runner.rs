@@ -165,17 +165,22 @@ pub fn run(opts: &RunOptions, root: Option<PathBuf>, cwd: &Path) -> i32 {
         }
     };
     // Not in the local tier: the remote tier may have it (fetched, verified, stored locally).
-    if !force
-        && let Some(remote) = &opts.remote
-        && let Some(code) = remote_fetch(opts, &store, &key, cwd, remote)
-    {
-        explain(
-            opts,
-            &components,
-            &key,
-            "hit (fetched from the remote tier)",
-        );
-        return code;
+    let mut upload = true;
+    if !force && let Some(remote) = &opts.remote {
+        match remote_fetch(opts, &store, &key, cwd, remote) {
+            Fetched::Served(code) => {
+                explain(
+                    opts,
+                    &components,
+                    &key,
+                    "hit (fetched from the remote tier)",
+                );
+                return code;
+            }
+            Fetched::Miss => {}
+            // Signed with another secret: someone else's valid entry, not ours to replace.
+            Fetched::NotOurs => upload = false,
+        }
     }
     note_miss();
 
@@ -202,6 +207,7 @@ pub fn run(opts: &RunOptions, root: Option<PathBuf>, cwd: &Path) -> i32 {
             Ok(true) => {
                 if let Some(remote) = &opts.remote
                     && remote.mode == crate::remote::Mode::Rw
+                    && upload
                 {
                     remote_upload(&store, &key, remote);
                 }
@@ -674,6 +680,14 @@ fn store_result(
     Ok(true)
 }
 
+/// What the remote tier had for a key.
+enum Fetched {
+    Served(i32),
+    Miss,
+    /// An entry signed with another secret: refused, and not to be overwritten.
+    NotOurs,
+}
+
 /// Look `key` up in the remote tier; on a hit the entry is now in the local tier: serve it.
 fn remote_fetch(
     opts: &RunOptions,
@@ -681,9 +695,9 @@ fn remote_fetch(
     key: &str,
     cwd: &Path,
     remote: &crate::remote::Remote,
-) -> Option<i32> {
+) -> Fetched {
     if crate::remote::breaker_open(store) {
-        return None;
+        return Fetched::Miss;
     }
     let out = crate::remote::call(remote, &store.root, "get", Some(key));
     match out.status.as_str() {
@@ -703,9 +717,16 @@ fn remote_fetch(
                     remote.redacted_url()
                 );
             }
+            // Fetched bytes count toward max_size like stored ones.
+            if store
+                .add_to_ledger(out.bytes_down as i64)
+                .is_ok_and(|total| total > opts.max_size)
+            {
+                spawn_detached(store, &["gc", "--auto"], None);
+            }
             match try_hit(opts, store, key, cwd) {
-                HitResult::Served(code) | HitResult::Stale(code, _) => Some(code),
-                HitResult::Miss(_) => None,
+                HitResult::Served(code) | HitResult::Stale(code, _) => Fetched::Served(code),
+                HitResult::Miss(_) => Fetched::Miss,
             }
         }
         "miss" => {
@@ -716,11 +737,15 @@ fn remote_fetch(
                 kind: String::new(),
                 bytes: out.bytes_down,
             });
-            None
+            Fetched::Miss
         }
         _ => {
             remote_failed(store, remote, &out);
-            None
+            if out.kind == "signature" {
+                Fetched::NotOurs
+            } else {
+                Fetched::Miss
+            }
         }
     }
 }
@@ -756,11 +781,16 @@ fn remote_failed(store: &Store, remote: &crate::remote::Remote, out: &crate::rem
     let url = remote.redacted_url();
     let msg = match out.kind.as_str() {
         "auth" => format!(
-            "remote {url} REFUSED THE CREDENTIALS ({}); fix AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or the URL's user:password. Carrying on locally",
-            out.message
+            "remote {url} REFUSED THE CREDENTIALS ({}); fix AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or the URL's user:password. Carrying on locally (skipping the remote for {}s)",
+            out.message,
+            crate::remote::BREAKER_OPEN.as_secs()
         ),
         "refused" => format!(
             "refused an entry from remote {url}: {}; running the command",
+            out.message
+        ),
+        "signature" => format!(
+            "refused an entry from remote {url}: {}; running the command (and leaving the remote entry alone)",
             out.message
         ),
         "timeout" => format!(
@@ -768,10 +798,18 @@ fn remote_failed(store: &Store, remote: &crate::remote::Remote, out: &crate::rem
             humantime::format_duration(remote.timeout),
             crate::remote::BREAKER_OPEN.as_secs()
         ),
-        _ => format!("remote {url} failed: {}; carrying on locally", out.message),
+        "config" => format!(
+            "remote {url} is not usable: {}; carrying on locally",
+            out.message
+        ),
+        _ => format!(
+            "remote {url} failed: {}; carrying on locally (skipping it for {}s)",
+            out.message,
+            crate::remote::BREAKER_OPEN.as_secs()
+        ),
     };
     warn::once("remote", msg);
-    if !matches!(out.kind.as_str(), "refused" | "config") {
+    if !matches!(out.kind.as_str(), "refused" | "signature" | "config") {
         crate::remote::set_breaker(store, true);
     }
 }

@@ -79,7 +79,11 @@ fn build_error(e: opendal::Error) -> Failure {
 }
 
 /// Fail fast when nothing listens at `host` (refused, unresolvable, or no answer in `timeout`).
-fn probe_tcp(host: &str, default_port: u16, timeout: Duration) -> Result<(), Failure> {
+fn probe_tcp(
+    host: &str,
+    default_port: u16,
+    timeout: Duration,
+) -> Result<std::net::TcpStream, Failure> {
     use std::net::ToSocketAddrs;
     let with_port = if host
         .rsplit_once(':')
@@ -96,7 +100,7 @@ fn probe_tcp(host: &str, default_port: u16, timeout: Duration) -> Result<(), Fai
     let mut last = None;
     for a in addrs {
         match std::net::TcpStream::connect_timeout(&a, timeout) {
-            Ok(_) => return Ok(()),
+            Ok(stream) => return Ok(stream),
             Err(e) => last = Some(e),
         }
     }
@@ -107,6 +111,56 @@ fn probe_tcp(host: &str, default_port: u16, timeout: Duration) -> Result<(), Fai
         Some(e) => Failure::io(format!("cannot connect to {with_port}: {e}")),
         None => Failure::io(format!("{with_port} resolves to no address")),
     })
+}
+
+/// Send `AUTH` (when credentials are given) and `PING` over RESP and classify the answer.
+fn probe_redis_auth(
+    mut conn: std::net::TcpStream,
+    user: Option<&str>,
+    password: Option<&str>,
+    timeout: Duration,
+) -> Result<(), Failure> {
+    use std::io::{BufRead, BufReader, Write};
+    let resp = |parts: &[&str]| {
+        let mut out = format!("*{}\r\n", parts.len());
+        for p in parts {
+            out.push_str(&format!("${}\r\n{p}\r\n", p.len()));
+        }
+        out
+    };
+    let mut request = String::new();
+    match (user, password) {
+        (Some(u), Some(p)) => request.push_str(&resp(&["AUTH", u, p])),
+        (None, Some(p)) => request.push_str(&resp(&["AUTH", p])),
+        _ => {}
+    }
+    request.push_str(&resp(&["PING"]));
+    let io = |e: std::io::Error| Failure::io(format!("redis handshake: {e}"));
+    conn.set_read_timeout(Some(timeout)).map_err(io)?;
+    conn.set_write_timeout(Some(timeout)).map_err(io)?;
+    conn.write_all(request.as_bytes()).map_err(io)?;
+    let mut reader = BufReader::new(conn);
+    let replies = if password.is_some() { 2 } else { 1 };
+    for _ in 0..replies {
+        let mut line = String::new();
+        reader.read_line(&mut line).map_err(|e| match e.kind() {
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
+                Failure::timeout("no answer from redis".into())
+            }
+            _ => io(e),
+        })?;
+        let upper = line.to_uppercase();
+        if upper.starts_with("-WRONGPASS")
+            || upper.starts_with("-NOAUTH")
+            || upper.contains("INVALID PASSWORD")
+            || upper.contains("INVALID USERNAME")
+        {
+            return Err(Failure::auth(
+                line.trim().trim_start_matches('-').to_owned(),
+            ));
+        }
+    }
+    Ok(())
 }
 
 pub fn operator(url: &str, timeout: Duration) -> Result<Operator, Failure> {
@@ -141,7 +195,12 @@ pub fn operator(url: &str, timeout: Duration) -> Result<Operator, Failure> {
         "redis" | "rediss" => {
             // The Redis client keeps retrying a refused connection until the timeout; a dead
             // server should cost milliseconds, not the timeout times the retries.
-            probe_tcp(p.host, 6379, timeout)?;
+            let conn = probe_tcp(p.host, 6379, timeout)?;
+            if p.scheme == "redis" {
+                // A wrong password makes the Redis client retry until the timeout; ask the
+                // server directly so that it is reported as what it is, at once.
+                probe_redis_auth(conn, p.user.as_deref(), p.password.as_deref(), timeout)?;
+            }
             let db: i64 = p.path.trim_matches('/').parse().unwrap_or(0);
             let mut b = opendal::services::Redis::default()
                 .endpoint(&format!("{}://{}", p.scheme, p.host))

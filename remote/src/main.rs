@@ -34,7 +34,13 @@ struct Args {
     #[arg(long, global = true)]
     dir: Option<PathBuf>,
     /// Remote URL: s3://bucket/prefix, redis://host:port/db, http(s)://host/path (WebDAV), ghac://
-    #[arg(long, global = true)]
+    /// (cachectl passes it in the environment, so that a password never shows in `ps`)
+    #[arg(
+        long,
+        global = true,
+        env = "CACHECTL_REMOTE_URL",
+        hide_env_values = true
+    )]
     url: Option<String>,
     #[arg(long, global = true, value_enum, default_value_t = Mode::Rw)]
     mode: Mode,

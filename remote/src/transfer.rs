@@ -43,6 +43,12 @@ impl Failure {
             message,
         }
     }
+    pub fn auth(message: String) -> Self {
+        Failure {
+            kind: "auth",
+            message,
+        }
+    }
     pub fn timeout(message: String) -> Self {
         Failure {
             kind: "timeout",
@@ -181,8 +187,10 @@ pub async fn get(ctx: &Context, key: &str) -> Result<Outcome, Failure> {
         });
     };
     let mut bytes_down = object.len() as u64;
-    let record_bytes =
-        open_signed(ctx.secret.as_deref(), &object).map_err(|e| Failure::refused(e.to_string()))?;
+    let record_bytes = open_signed(ctx.secret.as_deref(), &object).map_err(|e| Failure {
+        kind: "signature",
+        message: e.to_string(),
+    })?;
     let decoded = match record::decode(record_bytes) {
         Ok(d) if d.record.key == key && d.record.components.key() == key => d,
         Ok(_) => {

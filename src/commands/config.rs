@@ -54,6 +54,34 @@ pub fn run(dir: Option<(PathBuf, Source)>, args: &ConfigArgs) -> Result<i32> {
         &map(&cfg.exe_check, |v| v.as_str().to_owned()),
     );
     row(&mut out, "verbose", &map(&cfg.verbose, |v| v.to_string()));
+    row(
+        &mut out,
+        "remote.url",
+        &map(&cfg.remote_url, |v| {
+            v.as_deref()
+                .map(crate::remote::redact)
+                .unwrap_or_else(|| "(none)".into())
+        }),
+    );
+    row(
+        &mut out,
+        "remote.mode",
+        &map(&cfg.remote_mode, |v| v.as_str().to_owned()),
+    );
+    row(
+        &mut out,
+        "remote.timeout",
+        &map(&cfg.remote_timeout, |v| {
+            humantime::format_duration(*v).to_string()
+        }),
+    );
+    row(
+        &mut out,
+        "remote.namespace",
+        &map(&cfg.remote_namespace, |v| {
+            v.clone().unwrap_or_else(|| "(none)".into())
+        }),
+    );
     settings_rows(&mut out, &cfg.defaults);
     lists(&mut out, &cfg.defaults, "  ");
 

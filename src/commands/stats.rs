@@ -71,6 +71,21 @@ pub fn run(dir: Option<(PathBuf, Source)>, args: &StatsArgs) -> Result<i32> {
     if let (Some(o), Some(n)) = (&s.oldest, &s.newest) {
         rows.push(("Oldest / newest", format!("{o} / {n}")));
     }
+    let r = &s.remote;
+    if r.hits + r.misses + r.stores > 0 || !r.errors.is_empty() {
+        rows.push((
+            "Remote",
+            format!(
+                "{} hits, {} misses, {} uploads; {} down, {} up; errors: {}",
+                r.hits,
+                r.misses,
+                r.stores,
+                ui::size(r.bytes_down),
+                ui::size(r.bytes_up),
+                reasons(&r.errors)
+            ),
+        ));
+    }
     for (name, value) in rows {
         println!("  {name:<16} {value}");
     }

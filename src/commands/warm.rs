@@ -97,6 +97,12 @@ pub fn run(dir: Option<(PathBuf, Source)>, args: &WarmArgs) -> Result<i32> {
         report.already_cached.to_string(),
     ]);
     t.add_row(vec!["Ran and stored".to_owned(), report.stored.to_string()]);
+    if report.fetched > 0 {
+        t.add_row(vec![
+            "Fetched from the remote".to_owned(),
+            report.fetched.to_string(),
+        ]);
+    }
     t.add_row(vec!["Failed".to_owned(), report.failed.to_string()]);
     if report.not_run > 0 {
         t.add_row(vec![

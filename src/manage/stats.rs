@@ -41,10 +41,11 @@ pub struct RemoteStats {
     pub stores: u64,
     pub bytes_down: u64,
     pub bytes_up: u64,
-    /// By kind: `timeout`, `auth`, `refused` (bad or missing signature, tampered entry),
-    /// `config`, `io`.
+    /// By kind: `timeout`, `auth`, `refused` (a tampered or corrupt entry), `signature` (a
+    /// missing or wrong signature), `config`, `io`.
     pub errors: BTreeMap<String, u64>,
     pub timeouts: u64,
+    /// Entries refused: tampered, corrupt, or with a missing or wrong signature.
     pub refused: u64,
 }
 
@@ -235,7 +236,7 @@ pub fn compute(
                 *remote.errors.entry(kind.clone()).or_default() += n;
                 match kind.as_str() {
                     "timeout" => remote.timeouts += n,
-                    "refused" => remote.refused += n,
+                    "refused" | "signature" => remote.refused += n,
                     _ => {}
                 }
             }
@@ -281,6 +282,6 @@ pub fn compute(
 /// `--reset`: zero the counters, keep the entries.
 pub fn reset(idx: &Index) -> Result<()> {
     idx.conn
-        .execute_batch("DELETE FROM usage; DELETE FROM faults;")?;
+        .execute_batch("DELETE FROM usage; DELETE FROM faults; DELETE FROM remote_usage;")?;
     Ok(())
 }

@@ -38,7 +38,8 @@ pub struct WarmOptions {
 }
 
 /// What happened to one command. `status` is one of: `cached` (already cached, skipped),
-/// `would_run` (dry run), `stored`, `failed`, `not_run` (stopped before it was scheduled).
+/// `would_run` (dry run), `stored`, `fetched` (from the remote tier), `failed`, `not_run`
+/// (stopped before it was scheduled, or interrupted).
 #[derive(Serialize, Debug, Clone)]
 pub struct CommandResult {
     pub command: String,
@@ -57,12 +58,15 @@ pub struct WarmReport {
     pub dry_run: bool,
     pub already_cached: u64,
     pub stored: u64,
+    /// Fetched from the remote tier by the `cachectl run` child instead of run.
+    pub fetched: u64,
     pub failed: u64,
     pub not_run: u64,
     pub would_run: u64,
     pub interrupted: bool,
     pub time_spent_ms: u64,
-    /// The run time that later hits of the newly stored entries will save, each time.
+    /// The original run time of the entries now cached (stored or fetched): what their later
+    /// hits save, each time.
     pub time_saved_later_ms: u64,
     pub commands: Vec<CommandResult>,
 }
@@ -216,11 +220,12 @@ pub fn run(
         match r.status {
             "cached" => report.already_cached += 1,
             "stored" => report.stored += 1,
+            "fetched" => report.fetched += 1,
             "failed" => report.failed += 1,
             "would_run" => report.would_run += 1,
             _ => report.not_run += 1,
         }
-        if r.status == "stored" {
+        if matches!(r.status, "stored" | "fetched") {
             report.time_saved_later_ms += r.duration_ms;
         }
     }
@@ -269,11 +274,18 @@ fn execute(
                     let mut r = results_template(c, ms, code);
                     r.key = String::new();
                     let stored_ok = code == 0 || c.opts.cache_failures;
-                    let key = key_after(&Store::at(c.root.clone()), c);
-                    let found = key.as_ref().is_some_and(|(_, found)| *found);
-                    r.key = key.map(|(k, _)| k).unwrap_or_default();
-                    if stored_ok && found {
-                        r.status = "stored";
+                    let started_ms = crate::clock::now_ms().saturating_sub(ms);
+                    let (key, entry) = key_after(&Store::at(c.root.clone()), c).unwrap_or_default();
+                    r.key = key;
+                    if let Some((created_ms, duration_ms)) = entry.filter(|_| stored_ok) {
+                        // An entry older than this run was fetched from the remote tier by the
+                        // child, not produced by it.
+                        r.status = if created_ms < started_ms {
+                            "fetched"
+                        } else {
+                            "stored"
+                        };
+                        r.duration_ms = duration_ms;
                     } else if exec::interrupted() {
                         // Stopped by the Ctrl-C (or finished without storing during it): not a
                         // failure of the command's own.
@@ -352,10 +364,13 @@ fn results_template(c: &WarmCommand, ms: u64, code: i32) -> CommandResult {
     }
 }
 
-/// The command's key after it ran, and whether an entry is stored under it.
-fn key_after(store: &Store, c: &WarmCommand) -> Option<(String, bool)> {
+/// The command's key after it ran, and the (created, duration) of the entry stored under it.
+fn key_after(store: &Store, c: &WarmCommand) -> Option<(String, Option<(u64, u64)>)> {
     let components = compute_components(&c.opts, &c.cwd, Some(store), None).ok()?;
     let key = components.key();
-    let found = matches!(store.lookup(&key), Ok(Lookup::Found(_)));
-    Some((key, found))
+    let entry = match store.lookup(&key) {
+        Ok(Lookup::Found(d)) => Some((d.record.created_ms, d.record.duration_ms)),
+        _ => None,
+    };
+    Some((key, entry))
 }
