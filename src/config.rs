@@ -803,3 +803,65 @@ mod tests {
         assert!(parse_size("big").is_err());
     }
 }
+
+/// The reference docs must name every key the config files accept (issue 8: a test fails if a
+/// key is undocumented). The keys are taken from the real structs, through the error that
+/// `deny_unknown_fields` gives for an unknown one.
+#[cfg(test)]
+mod documented {
+    use super::*;
+
+    fn accepted_keys(toml_text: &str) -> Vec<String> {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("cachectl.toml");
+        std::fs::write(&p, toml_text).unwrap();
+        let msg = format!("{:#}", Config::builtin().apply_file(&p, false).unwrap_err());
+        let list = msg
+            .split("expected one of")
+            .nth(1)
+            .expect("serde lists the fields");
+        let list = list.lines().next().unwrap();
+        list.split('`')
+            .skip(1)
+            .step_by(2)
+            .map(str::to_owned)
+            .collect()
+    }
+
+    #[test]
+    fn every_config_key_is_documented() {
+        let root = env!("CARGO_MANIFEST_DIR");
+        let reference = std::fs::read_to_string(format!("{root}/docs/configuration.md")).unwrap();
+        let example = std::fs::read_to_string(format!("{root}/cachectl.toml.example")).unwrap();
+        let tables = [
+            ("top level", "bogus_key = 1\n"),
+            ("[[rule]]", "[[rule]]\nmatch = \"x\"\nbogus_key = 1\n"),
+            ("[remote]", "[remote]\nbogus_key = 1\n"),
+        ];
+        for (table, text) in tables {
+            let keys = accepted_keys(text);
+            assert!(keys.len() > 3, "{table}: {keys:?}");
+            for key in keys {
+                let quoted = format!("`{key}`");
+                let documented = [
+                    quoted.clone(),
+                    format!("{key} ="),
+                    format!("`[{key}]`"),
+                    format!("`[[{key}]]`"),
+                ]
+                .iter()
+                .any(|form| reference.contains(form.as_str()));
+                assert!(
+                    documented,
+                    "{table} key `{key}` is not documented in docs/configuration.md"
+                );
+                assert!(
+                    example.contains(&format!("{key} ="))
+                        || example.contains(&format!("[{key}]"))
+                        || example.contains(&format!("[[{key}]]")),
+                    "{table} key `{key}` is missing from cachectl.toml.example"
+                );
+            }
+        }
+    }
+}
