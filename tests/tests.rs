@@ -6,6 +6,8 @@ mod util;
 
 #[path = "integration/config.rs"]
 mod config;
+#[path = "integration/examples.rs"]
+mod examples;
 #[path = "integration/key.rs"]
 mod key;
 #[path = "integration/manage.rs"]
