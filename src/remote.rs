@@ -226,7 +226,7 @@ pub fn call(remote: &Remote, root: &Path, op: &str, key: Option<&str>) -> Outcom
     let Some(exe) = companion() else {
         return error(
             "config",
-            "cachectl-remote is not installed next to cachectl or on PATH (cargo install --locked --path remote)".into(),
+            "cachectl-remote is not installed next to cachectl or on PATH (`cargo install --locked --path .` installs both)".into(),
         );
     };
     let mut cmd = std::process::Command::new(exe);
