@@ -320,6 +320,7 @@ impl Config {
             hint: "every key is described in cachectl.toml.example",
         });
         let raw: RawFile = loc.0.parse()?;
+        tracing::debug!(file = %path.display(), "config file read");
         self.files.push(path.to_path_buf());
         let base = path.parent().unwrap_or(Path::new("."));
         if let Some(d) = &raw.dir {

@@ -22,6 +22,7 @@ pub mod exec;
 pub mod inputs;
 pub mod key;
 pub mod located;
+pub mod log;
 pub mod manage;
 pub mod outputs;
 pub mod paths;

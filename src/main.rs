@@ -11,6 +11,7 @@ fn main() {
             unsafe { std::env::remove_var(name) };
         }
     }
+    cachectl::log::init();
     let (cli, dir_from_env) = cachectl::cli::parse();
     let dir_source = if dir_from_env {
         Source::Env("CACHECTL_DIR")

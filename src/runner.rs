@@ -57,6 +57,12 @@ pub fn run(opts: &RunOptions, root: Option<PathBuf>, cwd: &Path) -> i32 {
         }
     };
     let key = components.as_ref().map(KeyComponents::key);
+    if let (Some(c), Some(k)) = (&components, &key) {
+        tracing::debug!(key = %k, inputs = c.inputs.len(), env = c.env.len(), "key computed");
+        for (name, digest) in c.component_digests() {
+            tracing::trace!(component = name, %digest);
+        }
+    }
     let stdin_file = || stdin_spool.as_ref().and_then(|(f, _)| f.try_clone().ok());
 
     let _refresh_lock = if refresh {
@@ -193,6 +199,13 @@ pub fn run(opts: &RunOptions, root: Option<PathBuf>, cwd: &Path) -> i32 {
         }
     };
     let code = captured.outcome.exit_code();
+    tracing::debug!(
+        outcome = ?captured.outcome,
+        duration_ms = captured.duration_ms,
+        stdout = captured.stdout.size,
+        stderr = captured.stderr.size,
+        "command finished"
+    );
     match uncacheable_reason(opts, &captured) {
         Some(reason) => {
             store.log(&Event::Uncacheable {
@@ -450,7 +463,13 @@ enum HitResult {
 
 /// Look `key` up and, if a fresh entry verifies, replay it.
 fn try_hit(opts: &RunOptions, store: &Store, key: &str, cwd: &Path) -> HitResult {
-    let d = match store.lookup(key) {
+    let looked = store.lookup(key);
+    tracing::debug!(
+        key,
+        found = matches!(looked, Ok(Lookup::Found(_))),
+        "lookup"
+    );
+    let d = match looked {
         Ok(Lookup::Found(d)) => d,
         Ok(Lookup::Missing) => return HitResult::Miss("no entry"),
         Ok(Lookup::Corrupt(e)) => {
@@ -700,6 +719,7 @@ fn remote_fetch(
         return Fetched::Miss;
     }
     let out = crate::remote::call(remote, &store.root, "get", Some(key));
+    tracing::debug!(status = %out.status, kind = %out.kind, bytes = out.bytes_down, message = %out.message, "remote get");
     match out.status.as_str() {
         "hit" => {
             crate::remote::set_breaker(store, false);
@@ -756,6 +776,7 @@ fn remote_upload(store: &Store, key: &str, remote: &crate::remote::Remote) {
         return;
     }
     let out = crate::remote::call(remote, &store.root, "put", Some(key));
+    tracing::debug!(status = %out.status, kind = %out.kind, bytes = out.bytes_up, message = %out.message, "remote put");
     if out.status == "stored" {
         crate::remote::set_breaker(store, false);
         store.log(&Event::Remote {

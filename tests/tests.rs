@@ -4,6 +4,8 @@
 #[path = "integration/util.rs"]
 mod util;
 
+#[path = "integration/cli.rs"]
+mod cli;
 #[path = "integration/config.rs"]
 mod config;
 #[path = "integration/examples.rs"]

@@ -292,6 +292,7 @@ impl Index {
             self.conn
                 .execute("DELETE FROM meta WHERE name = ?1", [&marker])?;
         }
+        tracing::debug!(events = folded, "journal folded into the index");
         Ok(folded)
     }
 

@@ -49,6 +49,7 @@ pub fn acquire(path: &Path, timeout: Duration) -> std::io::Result<LockOutcome> {
         Err(TryLockError::WouldBlock) => {}
         Err(TryLockError::Error(e)) => return Err(e),
     }
+    tracing::debug!(lock = %path.display(), "waiting for a concurrent identical run");
     let start = Instant::now();
     let mut pause = Duration::from_millis(1);
     loop {
