@@ -46,6 +46,11 @@ impl Outcome {
 /// [`INLINE_LIMIT`]. A spool that failed to write (full disk) keeps counting but is `broken`.
 pub struct Spool {
     dir: Option<PathBuf>,
+    /// Keep the bytes in memory when the disk refuses them, instead of giving up (stdin: the
+    /// command must get all of it, whatever the disk says).
+    never_drop: bool,
+    /// Bytes known to be in the file (a failed write may leave a partial tail after them).
+    on_disk: u64,
     mem: Vec<u8>,
     file: Option<TempFile>,
     pub size: u64,
@@ -56,6 +61,8 @@ impl Spool {
     pub fn new(dir: Option<PathBuf>) -> Self {
         Spool {
             dir,
+            never_drop: false,
+            on_disk: 0,
             mem: Vec::new(),
             file: None,
             size: 0,
@@ -63,9 +70,21 @@ impl Spool {
         }
     }
 
+    /// A spool for stdin: in the system temp dir (not the cache, which may be full or read
+    /// only), and never losing bytes (see `never_drop`).
+    pub fn for_stdin() -> Self {
+        Spool {
+            never_drop: true,
+            ..Spool::new(None)
+        }
+    }
+
     pub fn write(&mut self, data: &[u8]) {
         self.size += data.len() as u64;
         if self.broken.is_some() {
+            if self.never_drop {
+                self.mem.extend_from_slice(data);
+            }
             return;
         }
         if self.file.is_none() && self.mem.len() + data.len() <= INLINE_LIMIT {
@@ -74,8 +93,13 @@ impl Spool {
         }
         if let Err(e) = self.spill_and_write(data) {
             self.broken = Some(e);
-            self.file = None;
-            self.mem = Vec::new();
+            if self.never_drop {
+                // Everything after `on_disk` is (or now goes) in memory.
+                self.mem.extend_from_slice(data);
+            } else {
+                self.file = None;
+                self.mem = Vec::new();
+            }
         }
     }
 
@@ -83,11 +107,15 @@ impl Spool {
         if self.file.is_none() {
             let dir = self.dir.clone().unwrap_or_else(std::env::temp_dir);
             let mut t = TempFile::new(&dir, "spool")?;
+            self.file = None;
             t.file.write_all(&self.mem)?;
+            self.on_disk = self.mem.len() as u64;
             self.mem = Vec::new();
             self.file = Some(t);
         }
-        self.file.as_mut().expect("spilled").file.write_all(data)
+        self.file.as_mut().expect("spilled").file.write_all(data)?;
+        self.on_disk += data.len() as u64;
+        Ok(())
     }
 
     /// The bytes, if they are small enough to inline.
@@ -110,8 +138,12 @@ impl Spool {
         }
     }
 
-    /// Read everything into a fresh temp file positioned at 0, for feeding a child's stdin.
+    /// Everything as a file positioned at 0, for feeding a child's stdin. A spool whose disk
+    /// failed (only possible with `never_drop`) is written to a pipe fed from memory instead.
     pub fn into_file(mut self) -> io::Result<File> {
+        if self.broken.is_some() {
+            return self.into_pipe();
+        }
         if self.file.is_none() {
             let dir = self.dir.clone().unwrap_or_else(std::env::temp_dir);
             let mut t = TempFile::new(&dir, "stdin")?;
@@ -122,6 +154,31 @@ impl Spool {
         let mut f = t.file.try_clone()?;
         f.rewind()?;
         Ok(f) // `t` drops here and unlinks the path; the open descriptor keeps the data.
+    }
+}
+
+impl Spool {
+    /// All bytes (what reached the file, then what stayed in memory) through a pipe that a
+    /// thread fills while the child reads it.
+    fn into_pipe(mut self) -> io::Result<File> {
+        let mut fds = [0; 2];
+        // SAFETY: fds has room for the two descriptors pipe(2) returns.
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: both descriptors were just created and are owned here.
+        let (read, mut write) = unsafe { (File::from_raw_fd(fds[0]), File::from_raw_fd(fds[1])) };
+        let head = self.file.take();
+        let on_disk = self.on_disk;
+        let tail = std::mem::take(&mut self.mem);
+        std::thread::spawn(move || {
+            if let Some(mut t) = head {
+                let _ = t.file.rewind();
+                let _ = io::copy(&mut (&mut t.file).take(on_disk), &mut write);
+            }
+            let _ = write.write_all(&tail);
+        });
+        Ok(read)
     }
 }
 

@@ -27,7 +27,27 @@ fn main() {
             libc::signal(libc::SIGPIPE, libc::SIG_DFL);
         }
     }
-    let result = match &cli.command {
+    let mut result = dispatch(&cli.command, dir.clone());
+    // The index is derived data: a management command that finds it damaged (garbage pages can
+    // surface in any query) rebuilds it from the files and runs once more.
+    if let Err(e) = &result
+        && !matches!(cli.command, Command::Run(_))
+        && cachectl::store::index::is_corrupt(e)
+    {
+        result = cachectl::manage::rebuild_index(dir.clone(), e)
+            .and_then(|()| dispatch(&cli.command, dir));
+    }
+    match result {
+        Ok(code) => std::process::exit(code),
+        Err(err) => {
+            eprintln!("cachectl: error: {err:#}");
+            std::process::exit(cachectl::error::exit_code_for(&err));
+        }
+    }
+}
+
+fn dispatch(command: &Command, dir: Option<(std::path::PathBuf, Source)>) -> anyhow::Result<i32> {
+    match command {
         Command::Run(args) => cachectl::commands::run::run(dir, args),
         Command::Config(args) => cachectl::commands::config::run(dir, args),
         Command::Stats(args) => cachectl::commands::stats::run(dir, args),
@@ -41,12 +61,5 @@ fn main() {
         Command::Remote(cmd) => cachectl::commands::remote::run(dir, cmd),
         Command::Completions { shell } => cachectl::commands::docs::completions(*shell),
         Command::Man => cachectl::commands::docs::man(),
-    };
-    match result {
-        Ok(code) => std::process::exit(code),
-        Err(err) => {
-            eprintln!("cachectl: error: {err:#}");
-            std::process::exit(cachectl::error::exit_code_for(&err));
-        }
     }
 }

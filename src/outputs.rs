@@ -49,8 +49,20 @@ pub enum Collected {
 pub fn collect(store: &Store, cwd: &Path, declared: &[PathBuf], level: i32) -> Result<Collected> {
     let mut entries = Vec::new();
     let mut bytes = 0u64;
+    let cwd_canon = fs::canonicalize(cwd).context("resolving the working directory")?;
     for rel in declared {
         let abs = cwd.join(rel);
+        // Reached through a symlinked directory leading outside? Then it is not ours to store
+        // (and could never be restored: restore refuses such paths).
+        if let Some(parent) = abs.parent()
+            && let Ok(real) = fs::canonicalize(parent)
+            && !real.starts_with(&cwd_canon)
+        {
+            return Ok(Collected::Uncacheable(format!(
+                "declared output {} is reached through a symlink leading outside the working directory",
+                rel.display()
+            )));
+        }
         let meta = match fs::symlink_metadata(&abs) {
             Ok(m) => m,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {

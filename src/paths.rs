@@ -27,9 +27,15 @@ pub fn encode_os(s: &OsStr) -> String {
 pub fn decode_os(s: &str) -> OsString {
     match s.strip_prefix('\0') {
         Some(hex) if hex.len() % 2 == 0 => {
-            let bytes: Option<Vec<u8>> = (0..hex.len())
-                .step_by(2)
-                .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).ok())
+            // By bytes: a string from a damaged record may hold multi-byte characters here.
+            let bytes: Option<Vec<u8>> = hex
+                .as_bytes()
+                .chunks(2)
+                .map(|pair| {
+                    std::str::from_utf8(pair)
+                        .ok()
+                        .and_then(|p| u8::from_str_radix(p, 16).ok())
+                })
                 .collect();
             match bytes {
                 Some(b) => OsString::from_vec(b),
@@ -104,6 +110,8 @@ mod tests {
         assert_eq!(decode_os(&enc), bad);
         assert_eq!(encode_os(OsStr::new("héllo")), "héllo");
         assert_eq!(decode_os("héllo"), OsStr::new("héllo"));
+        // Not valid hex after the marker (a damaged record): kept as text, no panic.
+        assert_eq!(decode_os("\0aéb"), OsStr::new("\0aéb"));
     }
 
     #[test]

@@ -36,11 +36,7 @@ pub fn run(opts: &RunOptions, root: Option<PathBuf>, cwd: &Path) -> i32 {
 
     // Hold a stale refresh to one process per key: a second refresher just leaves.
     let mut force = opts.force;
-    let stdin_spool = if opts.stdin {
-        Some(read_stdin(store.as_ref().filter(|_| !opts.no_store)))
-    } else {
-        None
-    };
+    let stdin_spool = if opts.stdin { Some(read_stdin()) } else { None };
     let stdin_digest = stdin_spool.as_ref().map(|(_, d)| d.clone());
 
     let components = match compute_components(opts, cwd, store.as_ref(), stdin_digest) {
@@ -128,9 +124,10 @@ pub fn run(opts: &RunOptions, root: Option<PathBuf>, cwd: &Path) -> i32 {
     }
 
     // Identical concurrent misses: one runs, the others wait here and then hit.
+    // Look again once the lock is held, even when it was free: the previous holder may have
+    // stored the entry between our lookup and our lock (one open, on a miss only).
     let _lock = match lock::acquire(&store.lock_path(&key), opts.lock_timeout) {
-        Ok(LockOutcome::Acquired(l)) => l,
-        Ok(LockOutcome::AcquiredAfterWait(l)) => {
+        Ok(LockOutcome::Acquired(l) | LockOutcome::AcquiredAfterWait(l)) => {
             if !force && let HitResult::Served(code) = try_hit(opts, &store, &key, cwd) {
                 explain(
                     opts,
@@ -270,10 +267,10 @@ fn run_plain(opts: &RunOptions, cwd: &Path, stdin: Option<File>) -> i32 {
     }
 }
 
-/// Read all of stdin into a spool (a file in the store's tmp dir when large), hashing it.
-fn read_stdin(store: Option<&Store>) -> (File, String) {
-    let dir = store.filter(|s| s.init().is_ok()).map(|s| s.tmp.clone());
-    let mut spool = Spool::new(dir);
+/// Read all of stdin into a spool (in the system temp dir; the cache may be full or read only),
+/// hashing it. The command gets every byte in all cases.
+fn read_stdin() -> (File, String) {
+    let mut spool = Spool::for_stdin();
     let mut hasher = blake3::Hasher::new();
     let mut buf = vec![0u8; 128 * 1024];
     let mut input = std::io::stdin().lock();
@@ -622,6 +619,8 @@ fn store_result(
 ) -> Result<bool> {
     let level = opts.compression_level;
     let mut bytes = 0;
+    // Held until the record is written (see Store::blob_lock).
+    let _blobs = store.blob_lock(false)?;
     let outputs = if c.outcome == Outcome::Exited(0) {
         match outputs::collect(store, cwd, &opts.outputs, level)? {
             Collected::Stored { entries, bytes: b } => {

@@ -10,6 +10,8 @@ mod cli;
 mod config;
 #[path = "integration/examples.rs"]
 mod examples;
+#[path = "integration/fuzz.rs"]
+mod fuzz;
 #[path = "integration/key.rs"]
 mod key;
 #[path = "integration/manage.rs"]
@@ -22,6 +24,8 @@ mod manage_inspect;
 mod manage_invalidate;
 #[path = "integration/policy.rs"]
 mod policy;
+#[path = "integration/reliability.rs"]
+mod reliability;
 #[path = "integration/remote.rs"]
 mod remote;
 #[path = "integration/replay.rs"]

@@ -86,6 +86,8 @@ fn age_of(m: &std::fs::Metadata, now: SystemTime) -> Duration {
 }
 
 pub fn run(store: &Store, idx: &mut Index, opts: &GcOptions) -> Result<GcReport> {
+    // A little before now: records written in the same (coarse) clock tick count as newer.
+    let gc_started = SystemTime::now() - Duration::from_secs(2);
     let Reconciled {
         added,
         removed,
@@ -184,7 +186,25 @@ pub fn run(store: &Store, idx: &mut Index, opts: &GcOptions) -> Result<GcReport>
     report.blobs_removed = orphaned.len() as u64;
     if !opts.dry_run {
         idx.remove_entries(store, &evict_keys)?;
-        let (n, _) = idx.remove_blobs(store, &orphaned)?;
+        // Last check, with stores held off (Store::blob_lock): blobs referenced by any record
+        // written since gc started are kept, and so is any blob touched since gc listed it.
+        let _blobs = store.blob_lock(true)?;
+        let protected = blobs_of_records_since(store, gc_started);
+        let still_safe: Vec<String> = orphaned
+            .into_iter()
+            .filter(|d| !protected.contains(d.as_str()))
+            .filter(|d| {
+                let Ok(mtime) = std::fs::metadata(store.cas.path(d)).and_then(|m| m.modified())
+                else {
+                    return true;
+                };
+                match removed_record_time.get(d) {
+                    Some(record_time) => mtime <= *record_time,
+                    None => now_sys.duration_since(mtime).unwrap_or_default() >= BLOB_GRACE,
+                }
+            })
+            .collect();
+        let (n, _) = idx.remove_blobs(store, &still_safe)?;
         report.blobs_removed = n;
     }
 
@@ -235,6 +255,32 @@ pub fn run(store: &Store, idx: &mut Index, opts: &GcOptions) -> Result<GcReport>
         store.set_ledger(after);
     }
     Ok(report)
+}
+
+/// Blobs referenced by records written since `since` (stores that ran while gc did).
+pub fn blobs_of_records_since(store: &Store, since: SystemTime) -> HashSet<String> {
+    let mut out = HashSet::new();
+    for e in walkdir::WalkDir::new(&store.ac)
+        .min_depth(2)
+        .into_iter()
+        .filter_map(|e| e.ok())
+    {
+        let fresh = e
+            .metadata()
+            .ok()
+            .and_then(|m| m.modified().ok())
+            .is_some_and(|t| t >= since);
+        if !fresh {
+            continue;
+        }
+        if let Some(d) = std::fs::read(e.path())
+            .ok()
+            .and_then(|b| crate::store::record::decode(&b).ok())
+        {
+            out.extend(d.record.blobs().map(str::to_owned));
+        }
+    }
+    out
 }
 
 /// When the record file of `key` was last written (the epoch if it is gone).

@@ -151,6 +151,22 @@ pub fn run(
             .remove_entries(store, &keys)
             .context("removing entries")?;
         // Their blobs go now, except any a concurrent store has just deduplicated onto.
+        // As gc does: with stores held off, keep blobs a record written meanwhile references.
+        let _blobs = if orphans.is_empty() {
+            None
+        } else {
+            Some(store.blob_lock(true)?)
+        };
+        let since = std::time::SystemTime::now() - Duration::from_secs(2);
+        let protected = if orphans.is_empty() {
+            Default::default()
+        } else {
+            crate::manage::gc::blobs_of_records_since(store, since)
+        };
+        let orphans: Vec<String> = orphans
+            .into_iter()
+            .filter(|d| !protected.contains(d))
+            .collect();
         let safe = crate::manage::gc::safe_to_delete(store, &blobs, &times, &orphans);
         let (_, blob_bytes) = idx.remove_blobs(store, &safe)?;
         bytes += blob_bytes;

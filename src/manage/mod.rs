@@ -23,7 +23,34 @@ pub fn open(root: Option<PathBuf>) -> Result<(Store, Index)> {
         // Nothing cached yet: answer from an empty index rather than create a cache.
         return Ok((store, Index::empty()?));
     }
-    let mut index = Index::open(&store)?;
-    index.fold_journal(&store)?;
+    // A damaged index (garbage pages) shows up on open or on the first real query: it is only
+    // derived data, so it is rebuilt from the files and the command goes on.
+    let attempt = Index::open(&store).and_then(|mut i| {
+        i.fold_journal(&store)?;
+        i.conn
+            .query_row("SELECT COUNT(*) FROM entries", [], |r| r.get::<_, i64>(0))?;
+        Ok(i)
+    });
+    let index = match attempt {
+        Ok(i) => i,
+        Err(e) if crate::store::index::is_corrupt(&e) => {
+            let mut i = Index::rebuild(&store, &e)?;
+            i.fold_journal(&store)?;
+            i
+        }
+        Err(e) => return Err(e),
+    };
     Ok((store, index))
+}
+
+/// Rebuild the index of the configured cache after `err` showed it damaged.
+pub fn rebuild_index(
+    dir: Option<(PathBuf, crate::config::Source)>,
+    err: &anyhow::Error,
+) -> Result<()> {
+    let (_, cfg) = crate::commands::load(dir)?;
+    let Some(root) = cfg.dir.value else {
+        bail!("no cache directory");
+    };
+    Index::rebuild(&Store::at(root), err).map(|_| ())
 }

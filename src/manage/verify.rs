@@ -221,6 +221,10 @@ pub fn run(
     fix: bool,
     sample_n: Option<usize>,
 ) -> Result<VerifyReport> {
+    // The index is derived data that may lag behind the files (a run killed before it logged
+    // its store, a corrupt entry dropped by a run): bring it in line first, without deleting
+    // anything, so that only real damage is reported.
+    idx.reconcile_records(store, true)?;
     let (mut report, repairs) = check(store, idx, sample_n)?;
     if fix && !report.problems.is_empty() {
         for f in &repairs.files {

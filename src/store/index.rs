@@ -26,7 +26,7 @@ use super::Store;
 use super::journal::{self, Event};
 use super::record::{self, Record};
 use anyhow::{Context, Result};
-use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
@@ -138,30 +138,61 @@ impl Index {
     /// filled from the record files.
     pub fn open(store: &Store) -> Result<Index> {
         store.init()?;
+        // One process at a time creates, migrates or rebuilds the index: concurrent first uses
+        // would otherwise race on the schema, or delete a file another has open.
+        let lock_path = store.root.join("index.lock");
+        let lock = std::fs::File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .with_context(|| format!("opening {}", lock_path.display()))?;
+        lock.lock().context("locking the index")?;
         let path = Self::path(store);
         let mut idx = match Self::open_at(&path) {
             Ok(idx) => idx,
-            Err(e) => {
-                // A corrupt index is only derived data: set it aside and rebuild.
-                crate::warn::once(
-                    "index",
-                    format_args!(
-                        "the index {} is unusable ({e:#}); rebuilding it from the files",
-                        path.display()
-                    ),
-                );
-                for suffix in ["", "-wal", "-shm"] {
-                    let p = PathBuf::from(format!("{}{suffix}", path.display()));
-                    let _ = std::fs::remove_file(p);
-                }
+            Err(e) if is_corrupt(&e) => {
+                Self::set_aside(&path, &e);
                 Self::open_at(&path)?
             }
+            Err(e) => return Err(e),
         };
         if idx.meta("built")?.is_none() {
-            idx.reconcile_records(store, false)?;
+            // Index what verifies; a record that does not is left for verify to report and for
+            // gc or verify --fix to remove (building an index must not delete anything).
+            idx.reconcile_records(store, true)?;
             idx.set_meta("built", "1")?;
         }
         Ok(idx)
+    }
+
+    /// Move a corrupt index out of the way (it is derived data) so that the next open rebuilds
+    /// it from the records.
+    fn set_aside(path: &Path, why: &anyhow::Error) {
+        crate::warn::once(
+            "index",
+            format_args!(
+                "the index {} is unusable ({why:#}); rebuilding it from the files",
+                path.display()
+            ),
+        );
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+        }
+    }
+
+    /// Rebuild the index from the files after `err` showed it corrupt (usage counters are lost).
+    pub fn rebuild(store: &Store, err: &anyhow::Error) -> Result<Index> {
+        let lock_path = store.root.join("index.lock");
+        let lock = std::fs::File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)?;
+        lock.lock()?;
+        Self::set_aside(&Self::path(store), err);
+        drop(lock);
+        Self::open(store)
     }
 
     /// An in-memory index with the schema and nothing in it (for a cache that does not exist).
@@ -192,7 +223,9 @@ impl Index {
         let version: i64 = self
             .conn
             .pragma_query_value(None, "user_version", |r| r.get(0))?;
-        let tx = self.conn.transaction()?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
         for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
             tx.execute_batch(sql)
                 .with_context(|| format!("index migration {}", i + 1))?;
@@ -277,7 +310,9 @@ impl Index {
                 let text =
                     std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
                 let text = String::from_utf8_lossy(&text);
-                let tx = self.conn.transaction()?;
+                let tx = self
+                    .conn
+                    .transaction_with_behavior(TransactionBehavior::Immediate)?;
                 for ev in journal::parse(&text) {
                     apply_event(&tx, store, &ev)?;
                     folded += 1;
@@ -306,7 +341,9 @@ impl Index {
             .collect::<rusqlite::Result<_>>()?;
         drop(stmt);
         let mut out = Reconciled::default();
-        let tx = self.conn.transaction()?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
         for (key, path) in &on_disk {
             if known.contains(key) {
                 continue;
@@ -350,7 +387,9 @@ impl Index {
                 );
             }
         }
-        let tx = self.conn.transaction()?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
         {
             let mut known = HashSet::new();
             let mut stmt = tx.prepare("SELECT digest FROM blobs")?;
@@ -390,7 +429,9 @@ impl Index {
     /// Remove entries (record files and index rows). Returns the blobs they referenced that no
     /// remaining entry references.
     pub fn remove_entries(&mut self, store: &Store, keys: &[String]) -> Result<Vec<String>> {
-        let tx = self.conn.transaction()?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut candidates = HashSet::new();
         {
             let mut blobs_of = tx.prepare("SELECT digest FROM entry_blobs WHERE key = ?1")?;
@@ -422,7 +463,9 @@ impl Index {
     /// `manage::gc`). Returns (count, bytes) removed.
     pub fn remove_blobs(&mut self, store: &Store, digests: &[String]) -> Result<(u64, u64)> {
         let (mut count, mut bytes) = (0, 0);
-        let tx = self.conn.transaction()?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
         for d in digests {
             let path = store.cas.path(d);
             let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
@@ -464,6 +507,17 @@ impl Index {
         )?;
         Ok((records + blobs) as u64)
     }
+}
+
+/// Whether an error says the database file itself is damaged (not busy, not missing).
+pub fn is_corrupt(err: &anyhow::Error) -> bool {
+    err.chain().any(|e| {
+        matches!(
+            e.downcast_ref::<rusqlite::Error>(),
+            Some(rusqlite::Error::SqliteFailure(f, _))
+                if matches!(f.code, rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase)
+        )
+    })
 }
 
 /// `ab/<name>` files under a fan-out directory: name → path. Names that are not 64 hex

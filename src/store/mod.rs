@@ -191,6 +191,25 @@ impl Store {
         Ok(bytes.len() as u64)
     }
 
+    /// The lock that orders stores against gc's blob deletion. A store holds it shared from
+    /// the moment it may reuse an existing blob until its record is written; gc holds it
+    /// exclusively while it makes its last check and deletes blobs. So a blob a store has just
+    /// reused is either seen referenced by gc (the record exists) or gone before the store
+    /// looked (and written again).
+    pub fn blob_lock(&self, exclusive: bool) -> io::Result<std::fs::File> {
+        let f = std::fs::File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(self.root.join("cas.lock"))?;
+        if exclusive {
+            f.lock()?;
+        } else {
+            f.lock_shared()?;
+        }
+        Ok(f)
+    }
+
     fn ledger_path(&self) -> PathBuf {
         self.root.join("size-v1")
     }

@@ -134,19 +134,13 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, RecordError> {
         .ok_or(RecordError::Malformed)?;
     let record: Record = serde_json::from_slice(body)?;
     let rest = &bytes[HEADER + body_len..];
-    let out_len = if record.stdout.blob.is_none() {
-        record.stdout.size as usize
-    } else {
-        0
-    };
-    let err_len = if record.stderr.blob.is_none() {
-        record.stderr.size as usize
-    } else {
-        0
-    };
-    if rest.len() != out_len + err_len {
+    let inline = |s: &StreamRef| if s.blob.is_none() { s.size } else { 0 };
+    // Sizes come from the file: checked arithmetic, so a damaged record is refused, not a panic.
+    let (out_len, err_len) = (inline(&record.stdout), inline(&record.stderr));
+    if out_len.checked_add(err_len) != Some(rest.len() as u64) {
         return Err(RecordError::Malformed);
     }
+    let out_len = out_len as usize;
     Ok(Decoded {
         inline_stdout: rest[..out_len].to_vec(),
         inline_stderr: rest[out_len..].to_vec(),

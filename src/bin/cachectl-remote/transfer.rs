@@ -207,6 +207,8 @@ pub async fn get(ctx: &Context, key: &str) -> Result<Outcome, Failure> {
         }
     };
     ctx.store.init().map_err(Failure::local)?;
+    // Held until the record is written: gc must not delete a blob this entry reuses.
+    let _blobs = ctx.store.blob_lock(false).map_err(Failure::local)?;
     let digests: BTreeSet<&str> = decoded.record.blobs().collect();
     for digest in digests {
         if ctx.store.cas.open_verified(digest).is_ok() {
