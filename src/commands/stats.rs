@@ -60,11 +60,13 @@ pub fn run(dir: Option<(PathBuf, Source)>, args: &StatsArgs) -> Result<i32> {
         (
             "Size",
             format!(
-                "{} of {} max ({} before compression, {:.1}x)",
+                "{} of {} max: entries {} ({} before compression, {:.1}x), index and journal {}",
                 ui::size(s.size_bytes),
                 ui::size(s.max_size_bytes),
+                ui::size(s.entries_bytes),
                 ui::size(s.uncompressed_bytes),
-                s.compression_ratio
+                s.compression_ratio,
+                ui::size(s.size_bytes.saturating_sub(s.entries_bytes))
             ),
         ),
     ];

@@ -65,7 +65,11 @@ pub struct Stats {
     pub errors: BTreeMap<String, u64>,
     pub entries: u64,
     pub blobs: u64,
+    /// Everything counted: records, blobs, index and journal.
     pub size_bytes: u64,
+    /// Records and blobs alone (what the entries take, compressed).
+    pub entries_bytes: u64,
+    /// Records and blobs before compression.
     pub uncompressed_bytes: u64,
     pub compression_ratio: f64,
     pub max_size_bytes: u64,
@@ -263,6 +267,7 @@ pub fn compute(
         entries: entries as u64,
         blobs: blobs as u64,
         size_bytes: stored + bookkeeping_bytes(store),
+        entries_bytes: stored,
         uncompressed_bytes: uncompressed,
         compression_ratio: if stored == 0 {
             1.0
