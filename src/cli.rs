@@ -178,6 +178,13 @@ const RUN_EXAMPLES: &str = "Examples:
   cachectl run -e 'CARGO_*' --ttl 1h -- cargo metadata
   curl -s URL | cachectl run --stdin -- jq .name";
 
+/// Paths are OS strings: any bytes but NUL. They are carried as `paths::encode_os` strings
+/// (valid UTF-8 unchanged, anything else losslessly hex-encoded after a NUL marker).
+fn os_path() -> impl clap::builder::TypedValueParser<Value = String> {
+    use clap::builder::TypedValueParser;
+    clap::builder::OsStringValueParser::new().map(|s| crate::paths::encode_os(&s))
+}
+
 fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 90s, 2h, 7d)"))
 }
@@ -187,12 +194,12 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 pub struct RunArgs {
     /// File, directory (walked recursively) or glob whose content is part of the key; repeatable.
     /// A missing path is keyed as absent
-    #[arg(short = 'i', long = "input", value_name = "PATH|GLOB")]
+    #[arg(short = 'i', long = "input", value_name = "PATH|GLOB", value_parser = os_path())]
     pub inputs: Vec<String>,
 
     /// File or directory the command writes: stored after a successful run, restored on a hit;
     /// repeatable
-    #[arg(short = 'o', long = "output", value_name = "PATH")]
+    #[arg(short = 'o', long = "output", value_name = "PATH", value_parser = os_path())]
     pub outputs: Vec<String>,
 
     /// Env var (or glob of names, e.g. 'CARGO_*') whose value is part of the key; repeatable.
@@ -457,16 +464,20 @@ impl RunArgs {
     /// The `cachectl run` arguments (after `run`) that reproduce these options.
     pub fn to_argv(&self) -> Vec<OsString> {
         let mut a: Vec<OsString> = Vec::new();
+        let mut os_flag = |f: &str, v: &str| {
+            a.push(f.into());
+            a.push(crate::paths::decode_os(v));
+        };
+        for i in &self.inputs {
+            os_flag("--input", i);
+        }
+        for o in &self.outputs {
+            os_flag("--output", o);
+        }
         let mut flag = |f: &str, v: &str| {
             a.push(f.into());
             a.push(v.into());
         };
-        for i in &self.inputs {
-            flag("--input", i);
-        }
-        for o in &self.outputs {
-            flag("--output", o);
-        }
         for e in &self.env {
             flag("--env", e);
         }

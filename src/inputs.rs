@@ -69,9 +69,14 @@ pub fn collect(
         let mut cache = StatCache::load(caches.stat_cache_file(&id));
         let mut pending = Vec::new();
         if is_glob(pattern) {
-            expand_glob(cwd, pattern, &mut out, &mut pending)?;
+            expand_glob(
+                cwd,
+                &crate::paths::display_encoded(pattern),
+                &mut out,
+                &mut pending,
+            )?;
         } else {
-            let rel = normalize(Path::new(pattern));
+            let rel = normalize(Path::new(&crate::paths::decode_os(pattern)));
             add_path(cwd, &rel, &mut out, &mut pending)?;
         }
         resolve_pending(pending, &mut cache, &mut out)?;

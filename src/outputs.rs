@@ -26,7 +26,7 @@ pub fn validate_declared(declared: &[String]) -> Result<Vec<PathBuf>> {
     declared
         .iter()
         .map(|d| {
-            check_inside(Path::new(d)).map_err(|why| {
+            check_inside(Path::new(&decode_os(d))).map_err(|why| {
                 usage(format!(
                     "output `{d}` {why}; outputs must be relative paths inside the working directory (fix: run cachectl from a directory that contains the output)"
                 ))

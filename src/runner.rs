@@ -378,8 +378,8 @@ pub fn compute_components(
     }
     // Declared lists are keyed as sets: `-i b -i a`, `-i a -i b` and `-i ./a -i b` are alike.
     let input_patterns = canonical(opts.inputs.iter().map(|p| {
-        let n = crate::paths::normalize(Path::new(p));
-        n.to_string_lossy().into_owned()
+        let n = crate::paths::normalize(Path::new(&crate::paths::decode_os(p)));
+        encode_os(n.as_os_str())
     }));
     let inputs = crate::inputs::collect(cwd, &input_patterns, &caches)?;
     Ok(KeyComponents {

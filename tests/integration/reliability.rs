@@ -2218,7 +2218,6 @@ fn odd_file_names_round_trip_byte_exact() {
 }
 
 #[test]
-#[ignore = "BUG: `-o` with a non-UTF-8 path is rejected by the argument parser (exit 2) and the command never runs"]
 fn a_declared_output_with_a_non_utf8_name_round_trips() {
     let t = TestContext::new();
     let name = OsStr::from_bytes(b"out \xff\xfe.bin");
