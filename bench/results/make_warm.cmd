@@ -1,0 +1,1 @@
+hyperfine -N --warmup 1 --runs 10 --prepare make\ -s\ clean -n make\ -j2\ \(gcc\) make\ -s\ -j2\ CACHECTL=/work/target-bench/release/cachectl\ MODE=plain -n make\ -j2\ \(ccache\,\ warm\) make\ -s\ -j2\ CACHECTL=/work/target-bench/release/cachectl\ MODE=ccache -n make\ -j2\ \(cachectl\,\ warm\) make\ -s\ -j2\ CACHECTL=/work/target-bench/release/cachectl\ MODE=cachectl 

@@ -1,0 +1,1 @@
+hyperfine -N --warmup 20 --min-runs 300 -n hit\,\ cache\ with\ 1\ entry /work/target-bench/release/cachectl\ run\ --dir\ /tmp/cachectl-bench.klTeHc/scale/empty\ --\ echo\ hello -n hit\,\ cache\ with\ 100000\ entries /work/target-bench/release/cachectl\ run\ --dir\ /tmp/cachectl-bench.klTeHc/scale/big\ --\ echo\ hello 
