@@ -681,7 +681,7 @@ fn store_result(
         c.stdout.inline().unwrap_or_default(),
         c.stderr.inline().unwrap_or_default(),
     )?;
-    store.log(&Event::Store {
+    let fold_due = store.log(&Event::Store {
         ts: now_ms(),
         key: key.to_owned(),
         cmd: opts.command_line.clone(),
@@ -689,10 +689,12 @@ fn store_result(
         bytes,
         duration_ms: c.duration_ms,
     });
-    if store
+    // Over max_size, or a journal grown past its bound (a cache that only ever misses, as in
+    // CI, must get its journal folded too): a background gc --auto handles both.
+    let over = store
         .add_to_ledger(bytes as i64)
-        .is_ok_and(|total| total > opts.max_size)
-    {
+        .is_ok_and(|total| total > opts.max_size);
+    if over || fold_due {
         spawn_detached(store, &["gc", "--auto"], None);
     }
     Ok(true)
