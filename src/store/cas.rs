@@ -41,6 +41,27 @@ pub struct PutBlob {
     pub stored_bytes: u64,
 }
 
+/// Copy the rest of `reader` into `sink`, adding it to the content digest; returns the bytes.
+fn copy_hashing(
+    reader: &mut dyn Read,
+    sink: &mut dyn Write,
+    content: &mut blake3::Hasher,
+) -> io::Result<u64> {
+    let mut buf = vec![0u8; 128 * 1024];
+    let mut total = 0;
+    loop {
+        let n = match reader.read(&mut buf) {
+            Ok(0) => return Ok(total),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        content.update(&buf[..n]);
+        sink.write_all(&buf[..n])?;
+        total += n as u64;
+    }
+}
+
 /// Writer that hashes the compressed bytes as they go to the temp file.
 struct HashingWriter<'a> {
     inner: &'a mut File,
@@ -88,26 +109,13 @@ impl Cas {
         (&mut *reader).take(PROBE as u64).read_to_end(&mut head)?;
         let raw = head.len() >= 4096
             && zstd::bulk::compress(&head, level).map(|c| c.len() * 10 > head.len() * 7)?;
-        let mut size = head.len() as u64;
         content_hasher.update(&head);
-        let mut buf = vec![0u8; 128 * 1024];
-        let (magic, payload_sum, payload_len) = if raw {
+        let (magic, payload_sum, payload_len, size) = if raw {
             t.file.write_all(&head)?;
-            let mut written = head.len() as u64;
-            loop {
-                let n = match reader.read(&mut buf) {
-                    Ok(0) => break,
-                    Ok(n) => n,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(e),
-                };
-                content_hasher.update(&buf[..n]);
-                size += n as u64;
-                written += n as u64;
-                t.file.write_all(&buf[..n])?;
-            }
+            let rest = copy_hashing(reader, &mut t.file, &mut content_hasher)?;
+            let size = head.len() as u64 + rest;
             // The payload is the content: its checksum is the content digest.
-            (MAGIC_RAW, content_hasher.finalize(), written)
+            (MAGIC_RAW, content_hasher.finalize(), size, size)
         } else {
             let mut hw = HashingWriter {
                 inner: &mut t.file,
@@ -116,19 +124,14 @@ impl Cas {
             };
             let mut enc = zstd::stream::write::Encoder::new(&mut hw, level)?;
             enc.write_all(&head)?;
-            loop {
-                let n = match reader.read(&mut buf) {
-                    Ok(0) => break,
-                    Ok(n) => n,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(e),
-                };
-                content_hasher.update(&buf[..n]);
-                size += n as u64;
-                enc.write_all(&buf[..n])?;
-            }
+            let rest = copy_hashing(reader, &mut enc, &mut content_hasher)?;
             enc.finish()?;
-            (MAGIC, hw.hasher.finalize(), hw.written)
+            (
+                MAGIC,
+                hw.hasher.finalize(),
+                hw.written,
+                head.len() as u64 + rest,
+            )
         };
         let digest = content_hasher.finalize().to_hex().to_string();
         let dest = self.path(&digest);
