@@ -11,8 +11,10 @@ use std::path::{Component, Path, PathBuf};
 /// unambiguous and two different byte strings never encode alike (which the key relies on).
 pub fn encode_os(s: &OsStr) -> String {
     match std::str::from_utf8(s.as_bytes()) {
-        Ok(utf8) => utf8.to_owned(),
-        Err(_) => {
+        // (A leading NUL would read as the marker: such a string is hex-encoded too. Real
+        // argv, paths and env entries never contain NUL; the encoding is unambiguous anyway.)
+        Ok(utf8) if !utf8.starts_with('\0') => utf8.to_owned(),
+        _ => {
             let mut out = String::with_capacity(1 + 2 * s.len());
             out.push('\0');
             for b in s.as_bytes() {
@@ -110,6 +112,12 @@ mod tests {
         assert_eq!(decode_os(&enc), bad);
         assert_eq!(encode_os(OsStr::new("héllo")), "héllo");
         assert_eq!(decode_os("héllo"), OsStr::new("héllo"));
+        // A lone NUL (or any leading NUL) round-trips.
+        assert_eq!(decode_os(&encode_os(OsStr::new("\0"))), OsStr::new("\0"));
+        assert_eq!(
+            decode_os(&encode_os(OsStr::new("\0ab"))),
+            OsStr::new("\0ab")
+        );
         // Not valid hex after the marker (a damaged record): kept as text, no panic.
         assert_eq!(decode_os("\0aéb"), OsStr::new("\0aéb"));
     }
