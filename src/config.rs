@@ -426,79 +426,63 @@ impl Config {
     }
 
     fn apply_env(&mut self) -> Result<()> {
-        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-        let bad =
-            |name: &str, e: String| usage(format!("{name}: {e}; fix: correct or unset {name}"));
-        if let Some(v) = var("CACHECTL_MAX_SIZE") {
-            self.max_size = Setting {
-                value: parse_size(&v).map_err(|e| bad("CACHECTL_MAX_SIZE", e))?,
-                source: Source::Env("CACHECTL_MAX_SIZE"),
-            };
-        }
-        if let Some(v) = var("CACHECTL_COMPRESSION_LEVEL") {
-            let level = v
-                .parse::<i32>()
+        use crate::remote::Mode;
+        let level = |v: &str| {
+            v.parse::<i32>()
                 .ok()
                 .filter(|l| (1..=19).contains(l))
-                .ok_or_else(|| {
-                    bad(
-                        "CACHECTL_COMPRESSION_LEVEL",
-                        format!("`{v}` is not a level from 1 to 19"),
-                    )
-                })?;
-            self.compression_level = Setting {
-                value: level,
-                source: Source::Env("CACHECTL_COMPRESSION_LEVEL"),
-            };
-        }
-        if let Some(v) = var("CACHECTL_LOCK_TIMEOUT") {
-            self.lock_timeout = Setting {
-                value: parse_duration(&v).map_err(|e| bad("CACHECTL_LOCK_TIMEOUT", e))?,
-                source: Source::Env("CACHECTL_LOCK_TIMEOUT"),
-            };
-        }
-        if let Some(v) = var("CACHECTL_REMOTE") {
-            self.remote_url = Setting {
-                value: Some(v),
-                source: Source::Env("CACHECTL_REMOTE"),
-            };
-        }
-        if let Some(v) = var("CACHECTL_REMOTE_MODE") {
-            self.remote_mode = Setting {
-                value: crate::remote::Mode::parse(&v).ok_or_else(|| {
-                    bad(
-                        "CACHECTL_REMOTE_MODE",
-                        format!("`{v}` is not one of rw, ro, off"),
-                    )
-                })?,
-                source: Source::Env("CACHECTL_REMOTE_MODE"),
-            };
-        }
-        if let Some(v) = var("CACHECTL_REMOTE_TIMEOUT") {
-            self.remote_timeout = Setting {
-                value: parse_duration(&v).map_err(|e| bad("CACHECTL_REMOTE_TIMEOUT", e))?,
-                source: Source::Env("CACHECTL_REMOTE_TIMEOUT"),
-            };
-        }
-        if let Some(v) = var("CACHECTL_REMOTE_NAMESPACE") {
-            self.remote_namespace = Setting {
-                value: Some(v),
-                source: Source::Env("CACHECTL_REMOTE_NAMESPACE"),
-            };
-        }
-        if let Some(v) = var("CACHECTL_EXE_CHECK") {
-            self.exe_check = Setting {
-                value: ExeCheck::parse(&v).ok_or_else(|| {
-                    bad(
-                        "CACHECTL_EXE_CHECK",
-                        format!("`{v}` is not one of content, mtime, none"),
-                    )
-                })?,
-                source: Source::Env("CACHECTL_EXE_CHECK"),
-            };
-        }
+                .ok_or_else(|| format!("`{v}` is not a level from 1 to 19"))
+        };
+        let mode =
+            |v: &str| Mode::parse(v).ok_or_else(|| format!("`{v}` is not one of rw, ro, off"));
+        let exe = |v: &str| {
+            ExeCheck::parse(v).ok_or_else(|| format!("`{v}` is not one of content, mtime, none"))
+        };
+        let text = |v: &str| Ok::<_, String>(Some(v.to_owned()));
+        env_setting(&mut self.max_size, "CACHECTL_MAX_SIZE", parse_size)?;
+        env_setting(
+            &mut self.compression_level,
+            "CACHECTL_COMPRESSION_LEVEL",
+            level,
+        )?;
+        env_setting(
+            &mut self.lock_timeout,
+            "CACHECTL_LOCK_TIMEOUT",
+            parse_duration,
+        )?;
+        env_setting(&mut self.remote_url, "CACHECTL_REMOTE", text)?;
+        env_setting(&mut self.remote_mode, "CACHECTL_REMOTE_MODE", mode)?;
+        env_setting(
+            &mut self.remote_timeout,
+            "CACHECTL_REMOTE_TIMEOUT",
+            parse_duration,
+        )?;
+        env_setting(
+            &mut self.remote_namespace,
+            "CACHECTL_REMOTE_NAMESPACE",
+            text,
+        )?;
+        env_setting(&mut self.exe_check, "CACHECTL_EXE_CHECK", exe)?;
         Ok(())
     }
+}
+
+/// Override `setting` from the env var `name` when it is set and not empty; a value `parse`
+/// rejects is a usage error naming the variable.
+fn env_setting<T>(
+    setting: &mut Setting<T>,
+    name: &'static str,
+    parse: impl Fn(&str) -> Result<T, String>,
+) -> Result<()> {
+    if let Some(v) = std::env::var(name).ok().filter(|v| !v.is_empty()) {
+        let value =
+            parse(&v).map_err(|e| usage(format!("{name}: {e}; fix: correct or unset {name}")))?;
+        *setting = Setting {
+            value,
+            source: Source::Env(name),
+        };
+    }
+    Ok(())
 }
 
 fn run_settings(loc: &Located, raw: &RawRunSettings) -> Result<RunSettings> {
