@@ -2284,3 +2284,45 @@ fn identical_concurrent_misses_of_a_fast_command_run_it_once() {
     }
     assert!(twice.is_empty(), "{} of 200 rounds: {twice:?}", twice.len());
 }
+
+/// cachectl starts through its own entry point (src/main.rs), which must still open closed
+/// standard descriptors on /dev/null: otherwise the first file it opens would become "stdout".
+/// (Found this way: a hit with stdout closed wrote into the record's read-only descriptor, got
+/// EBADF, dropped the entry and ran the command again.)
+#[test]
+fn closed_standard_descriptors_never_become_cache_files() {
+    let t = TestContext::new();
+    let script = t.counted("two", "echo out; echo err >&2");
+    let s = script.to_str().unwrap();
+    for closed in [&[1][..], &[0, 1], &[1, 2], &[2]] {
+        let salt = format!("{closed:?}");
+        let before = t.count();
+        for _ in 0..2 {
+            let mut run = t.run(&["--salt", &salt, "--", s]);
+            let fds = closed.to_vec();
+            // SAFETY: close(2) is async-signal-safe; the child is about to exec.
+            unsafe {
+                run.cmd.pre_exec(move || {
+                    for &fd in &fds {
+                        libc::close(fd);
+                    }
+                    Ok(())
+                });
+            }
+            let out = run.cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+            let out = out.output().unwrap();
+            assert!(out.status.success(), "with {closed:?} closed: {out:?}");
+            if !closed.contains(&2) {
+                let err = String::from_utf8_lossy(&out.stderr);
+                assert_eq!(err, "err\n", "with {closed:?} closed");
+            }
+        }
+        assert_eq!(t.count(), before + 1, "with {closed:?} closed: not a hit");
+        // The entry is intact and replays both streams exactly.
+        let a = t.hit(t.run(&["--salt", &salt, "--", s]));
+        assert_eq!(stdout_of(&a), b"out\n", "with {closed:?} closed");
+        assert_eq!(stderr_of(&a), "err\n", "with {closed:?} closed");
+    }
+    let (code, text) = verify(&t);
+    assert_eq!(code, 0, "{text}");
+}
