@@ -326,7 +326,7 @@ pub fn restore(store: &Store, cwd: &Path, entries: &[OutputEntry]) -> Result<(),
                     .open(&tmp)
                     .with_context(|| format!("creating {}", tmp.display()))?;
                 staged.files.push((tmp.clone(), dest));
-                if let Err(err) = io::copy(&mut reader, &mut f) {
+                if let Err(err) = reader.copy_to_file(&mut f) {
                     if let Some(blob) = err.get_ref().and_then(|i| i.downcast_ref::<BlobError>()) {
                         return Err(RestoreError::Blob(match blob {
                             BlobError::Corrupt(d) => BlobError::Corrupt(d.clone()),

@@ -16,7 +16,7 @@ enum Source<'a> {
 }
 
 impl Source<'_> {
-    fn copy(&mut self, len: u64, out: &mut dyn Write, buf: &mut [u8]) -> io::Result<()> {
+    fn copy(&mut self, len: u64, out: &mut dyn Write, buf: &mut Vec<u8>) -> io::Result<()> {
         match self {
             Source::Inline(data) => {
                 let n = (len as usize).min(data.len());
@@ -25,6 +25,21 @@ impl Source<'_> {
                 out.write_all(head)
             }
             Source::Blob(r) => {
+                if let Some(rest) = r.mapped_rest() {
+                    // Verified in full when opened: write straight from the mapping.
+                    let Some(chunk) = usize::try_from(len).ok().and_then(|n| rest.get(..n)) else {
+                        return Err(io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            "stream blob ended early",
+                        ));
+                    };
+                    out.write_all(chunk)?;
+                    r.consume_mapped(chunk.len());
+                    return Ok(());
+                }
+                if buf.is_empty() {
+                    buf.resize(128 * 1024, 0);
+                }
                 let mut left = len;
                 while left > 0 {
                     let want = (left as usize).min(buf.len());
@@ -82,7 +97,8 @@ impl PreparedStreams<'_> {
     /// stderr (a reader that went away) ends the replay quietly, as it would end the command.
     pub fn write(mut self) -> io::Result<()> {
         let mut sinks = [raw_fd_writer(1), raw_fd_writer(2)];
-        let mut buf = vec![0u8; 128 * 1024];
+        // Only a blob read from its file needs a buffer.
+        let mut buf = Vec::new();
         for &c in self.chunks {
             let stream = (c & 1) as usize;
             let len = c >> 1;

@@ -8,7 +8,7 @@
 
 use super::fsutil::{TempFile, fanout};
 use std::fs::File;
-use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
+use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use thiserror::Error;
 
@@ -222,49 +222,137 @@ impl Cas {
         Self::open_file(file, digest)
     }
 
-    fn open_file(mut file: File, digest: &str) -> Result<BlobReader, BlobError> {
-        let corrupt = || BlobError::Corrupt(digest.to_owned());
-        let mut header = [0u8; HEADER];
-        if file.read_exact(&mut header).is_err() {
-            return Err(corrupt());
+    fn open_file(file: File, digest: &str) -> Result<BlobReader, BlobError> {
+        let len = file.metadata()?.len();
+        if len < HEADER as u64 {
+            return Err(BlobError::Corrupt(digest.to_owned()));
         }
-        let raw = match &header[..8] {
+        if len <= MAP_MAX {
+            Self::open_mapped(file, digest)
+        } else {
+            Self::open_streamed(file, len, digest)
+        }
+    }
+
+    /// Map the whole blob: it is read from the page cache once, for the checksum, and its
+    /// content is then written straight from the mapping (raw) or decoded from it (zstd).
+    /// CAS files are never rewritten in place (every write is a temp file renamed over), and an
+    /// unlinked file stays mapped, so the mapping cannot change under the reader.
+    fn open_mapped(file: File, digest: &str) -> Result<BlobReader, BlobError> {
+        // SAFETY: see above; the mapping is read-only and private to this reader.
+        let map = unsafe { memmap2::MmapOptions::new().populate().map(&file)? };
+        let header = Header::parse(&map[..HEADER], digest)?;
+        let payload = &map[HEADER..];
+        let sum = hash(payload);
+        header.check_payload(&sum, payload.len() as u64, digest)?;
+        let inner = if header.raw {
+            Inner::Mapped { map, pos: HEADER }
+        } else {
+            let mut cursor = io::Cursor::new(map);
+            cursor.set_position(HEADER as u64);
+            Inner::Zstd(Box::new(zstd::stream::read::Decoder::with_buffer(
+                Box::new(cursor) as Box<dyn BufRead + Send>,
+            )?))
+        };
+        Ok(BlobReader::new(inner, header, digest))
+    }
+
+    /// Blobs too large to map whole are checked in windows, then read again: the peak memory
+    /// stays at one window however large the output.
+    fn open_streamed(mut file: File, len: u64, digest: &str) -> Result<BlobReader, BlobError> {
+        let mut head = [0u8; HEADER];
+        file.read_exact(&mut head)?;
+        let header = Header::parse(&head, digest)?;
+        let mut hasher = blake3::Hasher::new();
+        let mut window = vec![0u8; WINDOW];
+        loop {
+            let n = read_full(&mut file, &mut window)?;
+            if n == 0 {
+                break;
+            }
+            hasher.update_rayon(&window[..n]);
+        }
+        header.check_payload(&hasher.finalize(), len - HEADER as u64, digest)?;
+        file.seek(SeekFrom::Start(HEADER as u64))?;
+        let inner = if header.raw {
+            Inner::Raw(file.take(header.size))
+        } else {
+            Inner::Zstd(Box::new(zstd::stream::read::Decoder::with_buffer(
+                Box::new(BufReader::with_capacity(WINDOW, file)) as Box<dyn BufRead + Send>,
+            )?))
+        };
+        Ok(BlobReader::new(inner, header, digest))
+    }
+}
+
+/// Blobs up to this size are mapped whole ([`Cas::open_mapped`]).
+const MAP_MAX: u64 = if cfg!(test) { 1 << 20 } else { 32 << 20 };
+/// Read size for blobs larger than [`MAP_MAX`].
+const WINDOW: usize = 1 << 20;
+/// Payloads from this size are hashed on every core: below it, waking the thread pool costs
+/// more than it saves.
+const PARALLEL_HASH_MIN: usize = 4 << 20;
+
+fn hash(data: &[u8]) -> blake3::Hash {
+    let mut h = blake3::Hasher::new();
+    if data.len() >= PARALLEL_HASH_MIN {
+        h.update_rayon(data);
+    } else {
+        h.update(data);
+    }
+    h.finalize()
+}
+
+/// Read until `buf` is full or the file ends; returns the bytes read.
+fn read_full(file: &mut File, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match file.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
+/// A blob file's fixed header.
+struct Header {
+    raw: bool,
+    payload_sum: [u8; 32],
+    size: u64,
+}
+
+impl Header {
+    fn parse(bytes: &[u8], digest: &str) -> Result<Header, BlobError> {
+        let raw = match &bytes[..8] {
             m if m == MAGIC => false,
             m if m == MAGIC_RAW => true,
-            _ => return Err(corrupt()),
+            _ => return Err(BlobError::Corrupt(digest.to_owned())),
         };
-        let mut hasher = blake3::Hasher::new();
-        io::copy(&mut file, &mut hasher)?;
-        let payload = hasher.finalize();
-        if payload.as_bytes() != &header[8..40] {
-            return Err(corrupt());
-        }
-        let size = u64::from_le_bytes(header[40..48].try_into().expect("8 bytes"));
-        file.seek(SeekFrom::Start(HEADER as u64))?;
-        if raw {
-            // The payload is the content: verified in full above, against the name too.
-            if payload.to_hex().as_str() != digest {
-                return Err(corrupt());
-            }
-            return Ok(BlobReader {
-                inner: Inner::Raw(file.take(size)),
-                hasher: None,
-                expected: digest.to_owned(),
-                size,
-                seen: 0,
-                done: false,
-            });
-        }
-        let decoder =
-            zstd::stream::read::Decoder::with_buffer(BufReader::with_capacity(128 * 1024, file))?;
-        Ok(BlobReader {
-            inner: Inner::Zstd(Box::new(decoder)),
-            hasher: Some(blake3::Hasher::new()),
-            expected: digest.to_owned(),
-            size,
-            seen: 0,
-            done: false,
+        Ok(Header {
+            raw,
+            payload_sum: bytes[8..40].try_into().expect("32 bytes"),
+            size: u64::from_le_bytes(bytes[40..48].try_into().expect("8 bytes")),
         })
+    }
+
+    /// Check the payload's checksum; a raw payload is the content, so it must also match the
+    /// blob's name and its recorded size.
+    fn check_payload(
+        &self,
+        sum: &blake3::Hash,
+        payload_len: u64,
+        digest: &str,
+    ) -> Result<(), BlobError> {
+        let ok = sum.as_bytes() == &self.payload_sum
+            && (!self.raw || (sum.to_hex().as_str() == digest && payload_len == self.size));
+        if ok {
+            Ok(())
+        } else {
+            Err(BlobError::Corrupt(digest.to_owned()))
+        }
     }
 }
 
@@ -304,8 +392,90 @@ pub struct BlobReader {
 }
 
 enum Inner {
-    Zstd(Box<zstd::stream::read::Decoder<'static, BufReader<File>>>),
+    /// A raw blob mapped whole; `pos` is the next byte to hand out.
+    Mapped {
+        map: memmap2::Mmap,
+        pos: usize,
+    },
+    /// A raw blob read from the file.
     Raw(io::Take<File>),
+    Zstd(Box<zstd::stream::read::Decoder<'static, Box<dyn BufRead + Send>>>),
+}
+
+impl BlobReader {
+    fn new(inner: Inner, header: Header, digest: &str) -> BlobReader {
+        BlobReader {
+            hasher: (!header.raw).then(blake3::Hasher::new),
+            inner,
+            expected: digest.to_owned(),
+            size: header.size,
+            seen: 0,
+            done: false,
+        }
+    }
+
+    /// The rest of the content as one slice, when it is mapped (a raw blob up to
+    /// [`MAP_MAX`], verified in full when it was opened): the caller writes it without a copy.
+    pub fn mapped_rest(&self) -> Option<&[u8]> {
+        match &self.inner {
+            Inner::Mapped { map, pos } => Some(&map[*pos..]),
+            _ => None,
+        }
+    }
+
+    /// Mark `n` bytes of [`Self::mapped_rest`] as consumed.
+    pub fn consume_mapped(&mut self, n: usize) {
+        if let Inner::Mapped { pos, .. } = &mut self.inner {
+            *pos += n;
+            self.seen += n as u64;
+        }
+    }
+
+    /// Write the rest of the content into `file`: from the mapping, by `copy_file_range` for a
+    /// large raw blob (the kernel copies, nothing passes through this process), or decoded.
+    pub fn copy_to_file(&mut self, file: &mut File) -> io::Result<u64> {
+        match &mut self.inner {
+            Inner::Mapped { map, pos } => {
+                let rest = &map[*pos..];
+                file.write_all(rest)?;
+                let n = rest.len();
+                *pos += n;
+                self.seen += n as u64;
+                Ok(n as u64)
+            }
+            // std turns a copy between two files into copy_file_range.
+            Inner::Raw(take) => {
+                let n = io::copy(take, file)?;
+                self.seen += n;
+                self.done = true;
+                if self.seen != self.size {
+                    return Err(self.corrupt());
+                }
+                Ok(n)
+            }
+            Inner::Zstd(_) => {
+                let mut buf = vec![0u8; 128 * 1024];
+                let mut total = 0;
+                loop {
+                    let n = match self.read(&mut buf) {
+                        Ok(0) => return Ok(total),
+                        Ok(n) => n,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        Err(e) => return Err(e),
+                    };
+                    file.write_all(&buf[..n])?;
+                    total += n as u64;
+                }
+            }
+        }
+    }
+
+    fn corrupt(&self) -> io::Error {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            BlobError::Corrupt(self.expected.clone()),
+        )
+    }
 }
 
 impl Read for BlobReader {
@@ -314,8 +484,15 @@ impl Read for BlobReader {
             return Ok(0);
         }
         let n = match &mut self.inner {
-            Inner::Zstd(d) => d.read(buf)?,
+            Inner::Mapped { map, pos } => {
+                let rest = &map[*pos..];
+                let n = rest.len().min(buf.len());
+                buf[..n].copy_from_slice(&rest[..n]);
+                *pos += n;
+                n
+            }
             Inner::Raw(f) => f.read(buf)?,
+            Inner::Zstd(d) => d.read(buf)?,
         };
         if let Some(h) = &mut self.hasher {
             h.update(&buf[..n]);
@@ -328,10 +505,7 @@ impl Read for BlobReader {
                 .as_ref()
                 .is_none_or(|h| h.finalize().to_hex().as_str() == self.expected);
             if self.seen != self.size || !digest_ok {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    BlobError::Corrupt(self.expected.clone()),
-                ));
+                return Err(self.corrupt());
             }
         }
         Ok(n)
@@ -376,6 +550,75 @@ mod tests {
             cas.open_verified(&put.digest),
             Err(BlobError::Corrupt(_))
         ));
+    }
+
+    fn pseudo_random(len: usize) -> Vec<u8> {
+        let mut x = 0x9e3779b97f4a7c15u64;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
+    /// Both encodings, mapped (up to MAP_MAX, 1 MiB under test) and streamed (beyond it):
+    /// read back whole, copied into a file, and refused after one flipped payload byte.
+    #[test]
+    fn mapped_and_streamed_blobs_round_trip_and_detect_flips() {
+        let d = tempfile::tempdir().unwrap();
+        let cas = Cas {
+            dir: d.path().join("cas"),
+        };
+        let tmp = d.path().join("tmp");
+        std::fs::create_dir_all(&tmp).unwrap();
+        let compressible = |len: usize| (0..len).map(|i| (i % 251) as u8).collect::<Vec<u8>>();
+        let cases = [
+            pseudo_random(300_000),
+            pseudo_random(3 << 20),
+            compressible(300_000),
+            // Compresses to under MAP_MAX as well as over it.
+            compressible(5 << 20),
+            pseudo_random(1 << 20).repeat(3),
+        ];
+        for data in cases {
+            let put = cas.put_reader(&tmp, &mut &data[..], 3).unwrap();
+            let mut back = Vec::new();
+            cas.open_verified(&put.digest)
+                .unwrap()
+                .read_to_end(&mut back)
+                .unwrap();
+            assert!(back == data, "read back {} bytes", data.len());
+            let out = d.path().join("out");
+            let mut f = File::create(&out).unwrap();
+            let n = cas
+                .open_verified(&put.digest)
+                .unwrap()
+                .copy_to_file(&mut f)
+                .unwrap();
+            assert_eq!(n, data.len() as u64);
+            assert!(std::fs::read(&out).unwrap() == data);
+            let p = cas.path(&put.digest);
+            let good = std::fs::read(&p).unwrap();
+            for at in [HEADER, good.len() / 2, good.len() - 1] {
+                let mut bad = good.clone();
+                bad[at] ^= 0x10;
+                std::fs::write(&p, &bad).unwrap();
+                assert!(
+                    matches!(cas.open_verified(&put.digest), Err(BlobError::Corrupt(_))),
+                    "flip at {at} of {}",
+                    good.len()
+                );
+            }
+            // A raw payload one byte short of its recorded size is refused too.
+            let mut short = good.clone();
+            short.pop();
+            std::fs::write(&p, &short).unwrap();
+            assert!(cas.open_verified(&put.digest).is_err());
+            std::fs::write(&p, &good).unwrap();
+        }
     }
 
     #[test]
