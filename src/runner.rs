@@ -90,6 +90,7 @@ pub fn run(opts: &RunOptions, root: Option<PathBuf>, cwd: &Path) -> i32 {
         match try_hit(opts, &store, &key, cwd) {
             HitResult::Served(code) => {
                 explain(opts, &components, &key, "hit");
+                leak_before_exit(components);
                 return code;
             }
             HitResult::Stale(code, d) => {
@@ -100,6 +101,7 @@ pub fn run(opts: &RunOptions, root: Option<PathBuf>, cwd: &Path) -> i32 {
                     "hit (stale: refreshing in the background)",
                 );
                 spawn_refresh(&store, &d, stdin_spool.as_ref().map(|(f, _)| f));
+                leak_before_exit(components);
                 return code;
             }
             HitResult::Miss(why) => why_miss = why,
@@ -238,6 +240,13 @@ pub fn run(opts: &RunOptions, root: Option<PathBuf>, cwd: &Path) -> i32 {
         },
     }
     code
+}
+
+/// Hand the key components back to the OS instead of freeing them: after a hit, `cachectl run`
+/// exits at once (this module's only caller is the `run` command), and freeing one string per
+/// input costs 3% of re-keying 100 000 files.
+fn leak_before_exit(components: KeyComponents) {
+    std::mem::forget(components);
 }
 
 /// Open the store if there is a usable cache directory (warning once if not).
