@@ -19,6 +19,7 @@ pub mod commands;
 pub mod config;
 pub mod error;
 pub mod exec;
+pub mod glob;
 pub mod inputs;
 pub mod key;
 pub mod located;

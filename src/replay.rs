@@ -75,7 +75,7 @@ pub struct PreparedStreams<'a> {
 }
 
 /// Open (and verify) the stream blobs of `d`. Fails if a blob is missing or corrupt.
-pub fn prepare<'a>(store: &Store, d: &'a Decoded) -> Result<PreparedStreams<'a>, BlobError> {
+pub fn prepare<'a, C>(store: &Store, d: &'a Decoded<C>) -> Result<PreparedStreams<'a>, BlobError> {
     let open = |inline: &'a [u8], blob: &Option<String>| -> Result<Source<'a>, BlobError> {
         match blob {
             None => Ok(Source::Inline(inline)),

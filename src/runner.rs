@@ -18,6 +18,7 @@ use crate::store::record::{Decoded, Record, StreamRef};
 use crate::store::{Lookup, Store, StoreStatCaches};
 use crate::warn;
 use anyhow::{Context, Result};
+use serde::de::IgnoredAny;
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fs::File;
@@ -55,8 +56,12 @@ pub fn run(opts: &RunOptions, root: Option<PathBuf>, cwd: &Path) -> i32 {
     let key = components.as_ref().map(KeyComponents::key);
     if let (Some(c), Some(k)) = (&components, &key) {
         tracing::debug!(key = %k, inputs = c.inputs.len(), env = c.env.len(), "key computed");
-        for (name, digest) in c.component_digests() {
-            tracing::trace!(component = name, %digest);
+        // Hashing every component again costs as much as the key itself (100 000 inputs):
+        // only when someone is listening.
+        if tracing::enabled!(tracing::Level::TRACE) {
+            for (name, digest) in c.component_digests() {
+                tracing::trace!(component = name, %digest);
+            }
         }
     }
     let stdin_file = || stdin_spool.as_ref().and_then(|(f, _)| f.try_clone().ok());
@@ -85,6 +90,7 @@ pub fn run(opts: &RunOptions, root: Option<PathBuf>, cwd: &Path) -> i32 {
         match try_hit(opts, &store, &key, cwd) {
             HitResult::Served(code) => {
                 explain(opts, &components, &key, "hit");
+                leak_before_exit(components);
                 return code;
             }
             HitResult::Stale(code, d) => {
@@ -95,6 +101,7 @@ pub fn run(opts: &RunOptions, root: Option<PathBuf>, cwd: &Path) -> i32 {
                     "hit (stale: refreshing in the background)",
                 );
                 spawn_refresh(&store, &d, stdin_spool.as_ref().map(|(f, _)| f));
+                leak_before_exit(components);
                 return code;
             }
             HitResult::Miss(why) => why_miss = why,
@@ -233,6 +240,13 @@ pub fn run(opts: &RunOptions, root: Option<PathBuf>, cwd: &Path) -> i32 {
         },
     }
     code
+}
+
+/// Hand the key components back to the OS instead of freeing them: after a hit, `cachectl run`
+/// exits at once (this module's only caller is the `run` command), and freeing one string per
+/// input costs 3% of re-keying 100 000 files.
+fn leak_before_exit(components: KeyComponents) {
+    std::mem::forget(components);
 }
 
 /// Open the store if there is a usable cache directory (warning once if not).
@@ -440,7 +454,7 @@ impl std::fmt::Display for PolicyMiss {
 
 /// The policy check every reader of an entry applies (run, explain, warm): a stored failure
 /// is served only to runs with `--cache-failures`; an entry older than `--ttl` is a miss.
-pub fn policy_miss(opts: &RunOptions, rec: &Record) -> Option<PolicyMiss> {
+pub fn policy_miss<C>(opts: &RunOptions, rec: &Record<C>) -> Option<PolicyMiss> {
     if rec.exit_code != 0 && !opts.cache_failures {
         return Some(PolicyMiss::StoredFailure(rec.exit_code));
     }
@@ -454,13 +468,13 @@ pub fn policy_miss(opts: &RunOptions, rec: &Record) -> Option<PolicyMiss> {
 enum HitResult {
     Served(i32),
     /// Served, but older than `--stale`: refresh in the background.
-    Stale(i32, Box<Decoded>),
+    Stale(i32, Box<Decoded<IgnoredAny>>),
     Miss(&'static str),
 }
 
 /// Look `key` up and, if a fresh entry verifies, replay it.
 fn try_hit(opts: &RunOptions, store: &Store, key: &str, cwd: &Path) -> HitResult {
-    let looked = store.lookup(key);
+    let looked = store.lookup_for_hit(key);
     tracing::debug!(
         key,
         found = matches!(looked, Ok(Lookup::Found(_))),
@@ -579,7 +593,7 @@ fn try_hit(opts: &RunOptions, store: &Store, key: &str, cwd: &Path) -> HitResult
 }
 
 /// Replay an entry: verify stream blobs, restore outputs (all or nothing), write the streams.
-fn serve(store: &Store, cwd: &Path, d: &Decoded) -> Result<i32> {
+fn serve(store: &Store, cwd: &Path, d: &Decoded<IgnoredAny>) -> Result<i32> {
     let streams = replay::prepare(store, d)?;
     outputs::restore(store, cwd, &d.record.outputs)?;
     streams.write().context("replaying output")?;
@@ -838,7 +852,7 @@ fn remote_failed(store: &Store, remote: &crate::remote::Remote, out: &crate::rem
 
 /// Start a detached `cachectl` that re-runs this command (same arguments, `--force` semantics)
 /// and stores the fresh result. Its stdio is detached; stdin is a copy of ours with `--stdin`.
-fn spawn_refresh(store: &Store, d: &Decoded, stdin: Option<&File>) {
+fn spawn_refresh(store: &Store, d: &Decoded<IgnoredAny>, stdin: Option<&File>) {
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
     spawn_detached_with(store, &args, &[(REFRESH_ENV, d.record.key.as_str())], stdin);
 }

@@ -32,10 +32,12 @@ pub mod lock;
 pub mod record;
 
 use crate::inputs::StatCacheDir;
+use crate::key::KeyComponents;
 use anyhow::{Context, Result, bail};
 use cas::Cas;
 use fsutil::fanout;
 use record::{Decoded, Record, RecordError};
+use serde::de::IgnoredAny;
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::PathBuf;
@@ -66,9 +68,9 @@ pub fn default_root() -> Option<PathBuf> {
     Some(PathBuf::from(home).join(".cache").join("cachectl"))
 }
 
-/// Outcome of looking a key up.
-pub enum Lookup {
-    Found(Box<Decoded>),
+/// Outcome of looking a key up (`C`: how the key components are held, see [`Record`]).
+pub enum Lookup<C = KeyComponents> {
+    Found(Box<Decoded<C>>),
     Missing,
     /// The record existed but did not verify; it has been removed.
     Corrupt(RecordError),
@@ -154,13 +156,27 @@ impl Store {
 
     /// Read and verify the record for `key`. A record that fails verification is removed.
     pub fn lookup(&self, key: &str) -> io::Result<Lookup> {
+        self.lookup_with(key, record::decode)
+    }
+
+    /// [`Store::lookup`] for serving the entry: the key components are skipped, not decoded
+    /// (see [`record::HitRecord`]); the record is verified all the same.
+    pub fn lookup_for_hit(&self, key: &str) -> io::Result<Lookup<IgnoredAny>> {
+        self.lookup_with(key, record::decode_for_hit)
+    }
+
+    fn lookup_with<C>(
+        &self,
+        key: &str,
+        decode: fn(&[u8]) -> Result<Decoded<C>, RecordError>,
+    ) -> io::Result<Lookup<C>> {
         let path = self.record_path(key);
         let bytes = match std::fs::read(&path) {
             Ok(b) => b,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Lookup::Missing),
             Err(e) => return Err(e),
         };
-        match record::decode(&bytes) {
+        match decode(&bytes) {
             Ok(d) if d.record.key == key => Ok(Lookup::Found(Box::new(d))),
             Ok(_) => {
                 let _ = std::fs::remove_file(&path);

@@ -5,8 +5,15 @@
 //! it, so a truncated or flipped record is detected and treated as a miss. JSON keeps the record
 //! readable with ordinary tools (`show` prints it); the raw inline streams avoid escaping costs on
 //! the hit path.
+//!
+//! The key components are most of a record's body (a command over 100 000 inputs writes 12 MB of
+//! them) and no hit needs them: the key that found the record was derived from them. So the run
+//! path decodes a [`HitRecord`], which skips them with serde's [`IgnoredAny`] (a syntax scan,
+//! no allocation), and only `explain`, `show`, `verify` and the index decode them in full. The
+//! checksum still covers the whole file either way.
 
 use crate::key::KeyComponents;
+use serde::de::{DeserializeOwned, IgnoredAny};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -48,9 +55,10 @@ pub enum OutputKind {
     Symlink,
 }
 
-/// Everything stored for one key.
+/// Everything stored for one key. `C` is how the key components are held: in full
+/// ([`KeyComponents`], the default), or skipped ([`HitRecord`]).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
-pub struct Record {
+pub struct Record<C = KeyComponents> {
     pub key: String,
     /// The command line as matched by rules and `ls`.
     pub command: String,
@@ -68,10 +76,14 @@ pub struct Record {
     /// stream 0 = stdout, 1 = stderr; consecutive chunks of one stream are merged.
     pub chunks: Vec<u64>,
     pub outputs: Vec<OutputEntry>,
-    pub components: KeyComponents,
+    pub components: C,
 }
 
-impl Record {
+/// A record as the hit path reads it: the key components are checked to be well-formed JSON
+/// but not decoded.
+pub type HitRecord = Record<IgnoredAny>;
+
+impl<C> Record<C> {
     /// Blobs this record references (streams and output files).
     pub fn blobs(&self) -> impl Iterator<Item = &str> {
         self.stdout
@@ -100,8 +112,8 @@ pub enum RecordError {
 
 /// A decoded record with its inline stream bytes.
 #[derive(Debug)]
-pub struct Decoded {
-    pub record: Record,
+pub struct Decoded<C = KeyComponents> {
+    pub record: Record<C>,
     pub inline_stdout: Vec<u8>,
     pub inline_stderr: Vec<u8>,
 }
@@ -121,7 +133,18 @@ pub fn encode(record: &Record, inline_stdout: &[u8], inline_stderr: &[u8]) -> Ve
     out
 }
 
+/// Verify and decode a record, key components included.
 pub fn decode(bytes: &[u8]) -> Result<Decoded, RecordError> {
+    decode_as(bytes)
+}
+
+/// Verify and decode a record for serving it: the key components are skipped (see the module
+/// docs). Every check [`decode`] makes on the rest of the file is made.
+pub fn decode_for_hit(bytes: &[u8]) -> Result<Decoded<IgnoredAny>, RecordError> {
+    decode_as(bytes)
+}
+
+fn decode_as<C: DeserializeOwned>(bytes: &[u8]) -> Result<Decoded<C>, RecordError> {
     if bytes.len() < HEADER || &bytes[..8] != MAGIC {
         return Err(RecordError::Malformed);
     }
@@ -132,7 +155,7 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, RecordError> {
     let body = bytes
         .get(HEADER..HEADER + body_len)
         .ok_or(RecordError::Malformed)?;
-    let record: Record = serde_json::from_slice(body)?;
+    let record: Record<C> = serde_json::from_slice(body)?;
     let rest = &bytes[HEADER + body_len..];
     let inline = |s: &StreamRef| if s.blob.is_none() { s.size } else { 0 };
     // Sizes come from the file: checked arithmetic, so a damaged record is refused, not a panic.
@@ -207,12 +230,75 @@ pub(crate) mod tests {
             let mut b = bytes.clone();
             b[i] ^= 0x01;
             assert!(decode(&b).is_err(), "flip at {i} not detected");
+            assert!(decode_for_hit(&b).is_err(), "flip at {i} not detected");
         }
         for len in 0..bytes.len() {
             assert!(
                 decode(&bytes[..len]).is_err(),
                 "truncation to {len} not detected"
             );
+            assert!(
+                decode_for_hit(&bytes[..len]).is_err(),
+                "truncation to {len} not detected"
+            );
         }
+    }
+
+    /// The hit path sees every field but the components exactly as a full decode does.
+    #[test]
+    fn hit_decode_matches_full_decode() {
+        let mut rec = sample();
+        rec.components.inputs.insert(
+            "a\"b".into(),
+            crate::key::InputState {
+                kind: crate::key::InputKind::File,
+                exec: true,
+                digest: "00".repeat(32),
+            },
+        );
+        rec.outputs.push(OutputEntry {
+            path: "out".into(),
+            kind: OutputKind::File,
+            mode: 0o644,
+            digest: "11".repeat(32),
+            size: 9,
+            target: String::new(),
+        });
+        let bytes = encode(&rec, b"hi\n", b"e\n");
+        let full = decode(&bytes).unwrap();
+        let hit = decode_for_hit(&bytes).unwrap();
+        let Record {
+            components: _,
+            key,
+            command,
+            cwd,
+            namespace,
+            tags,
+            created_ms,
+            duration_ms,
+            exit_code,
+            stdout,
+            stderr,
+            chunks,
+            outputs,
+        } = hit.record;
+        let skipped = Record {
+            key,
+            command,
+            cwd,
+            namespace,
+            tags,
+            created_ms,
+            duration_ms,
+            exit_code,
+            stdout,
+            stderr,
+            chunks,
+            outputs,
+            components: full.record.components.clone(),
+        };
+        assert_eq!(skipped, full.record);
+        assert_eq!(hit.inline_stdout, full.inline_stdout);
+        assert_eq!(hit.inline_stderr, full.inline_stderr);
     }
 }

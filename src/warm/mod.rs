@@ -87,7 +87,7 @@ impl WarmReport {
 fn key_of(store: &Store, c: &WarmCommand) -> anyhow::Result<(String, bool)> {
     let components = compute_components(&c.opts, &c.cwd, Some(store), None)?;
     let key = components.key();
-    let cached = match store.lookup(&key)? {
+    let cached = match store.lookup_for_hit(&key)? {
         Lookup::Found(d) => policy_miss(&c.opts, &d.record).is_none(),
         _ => false,
     };
@@ -368,7 +368,7 @@ fn results_template(c: &WarmCommand, ms: u64, code: i32) -> CommandResult {
 fn key_after(store: &Store, c: &WarmCommand) -> Option<(String, Option<(u64, u64)>)> {
     let components = compute_components(&c.opts, &c.cwd, Some(store), None).ok()?;
     let key = components.key();
-    let entry = match store.lookup(&key) {
+    let entry = match store.lookup_for_hit(&key) {
         Ok(Lookup::Found(d)) => Some((d.record.created_ms, d.record.duration_ms)),
         _ => None,
     };
