@@ -274,13 +274,26 @@ impl Drop for DirStream {
     }
 }
 
+/// Set errno to 0 (it is thread-local; setting it is always allowed).
+fn clear_errno() {
+    // SAFETY: the location of the calling thread's errno, valid for the thread's lifetime.
+    #[cfg(any(target_os = "linux", target_os = "android", target_os = "emscripten"))]
+    unsafe {
+        *libc::__errno_location() = 0
+    };
+    // SAFETY: as above.
+    #[cfg(any(target_os = "macos", target_os = "ios", target_os = "freebsd"))]
+    unsafe {
+        *libc::__error() = 0
+    };
+}
+
 /// The names in a directory (without `.` and `..`), sorted, each NUL-terminated.
 fn read_names(dir: &DirStream) -> io::Result<Vec<CString>> {
     let mut names = Vec::new();
     loop {
         // readdir reports errors only through errno.
-        // SAFETY: errno is thread-local; setting it is always allowed.
-        unsafe { *libc::__errno_location() = 0 };
+        clear_errno();
         // SAFETY: the stream is open; the entry is valid until the next readdir call, and its
         // name is copied out before that.
         let ent = unsafe { libc::readdir(dir.0) };
