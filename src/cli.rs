@@ -67,11 +67,16 @@ pub enum RunOnly {
     Run(RunArgs),
 }
 
-/// Parse the process's command line (the fast path for `run`, see [`RunCli`]). Returns the
+mod fast;
+
+/// Parse the process's command line (the fast paths for `run`: [`fast`], then [`RunCli`]). Returns the
 /// command and whether `--dir` came from `CACHECTL_DIR`.
 pub fn parse() -> (Cli, bool) {
     use clap::{CommandFactory, FromArgMatches, parser::ValueSource};
     let args: Vec<OsString> = std::env::args_os().collect();
+    if let Some(parsed) = fast::parse(&args, |name| std::env::var_os(name)) {
+        return parsed;
+    }
     let fast = args.get(1).is_some_and(|a| a == "run");
     let mut cmd = if fast {
         RunCli::command()

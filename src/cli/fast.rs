@@ -1,0 +1,311 @@
+//! `cachectl run [OPTIONS] -- COMMAND...` in its common shapes, parsed without clap.
+//!
+//! Every cache hit is a process start, and a hit's own work is a fraction of a millisecond. Even
+//! the run-only clap parser ([`super::RunCli`]) costs about 135 k instructions: a fifth of a
+//! whole hit, more than computing the key. This parser accepts only a plain subset of what clap
+//! accepts: options in their separate-word forms (`-i PATH`, `--ttl 1h`), each single-valued
+//! option and flag at most once, values that do not start with `-`, and `--` before the
+//! command. Anything else (a `--ttl=1h`, `-vi`, `--help`, a bad value, a repeated flag, a
+//! command without `--`, a `CACHECTL_*` flag variable other than `CACHECTL_DIR`) returns `None`
+//! and clap parses the command line as before, with its errors and help. A property test checks
+//! that whatever this parser accepts, clap parses to the same result.
+
+use super::{Cli, Command, FLAG_ENV, RunArgs, parse_duration};
+use crate::paths::encode_os;
+use crate::remote::Mode;
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+/// Parse `args` (program name first) if it is a `run` command line in the plain subset; `env`
+/// looks up environment variables. Returns the command line and whether `--dir` came from
+/// `CACHECTL_DIR`, as [`super::parse`] does.
+pub fn parse(args: &[OsString], env: impl Fn(&str) -> Option<OsString>) -> Option<(Cli, bool)> {
+    if args.get(1)? != "run" {
+        return None;
+    }
+    // clap would read these as flag defaults; leave such command lines to it.
+    if FLAG_ENV
+        .iter()
+        .any(|name| *name != "CACHECTL_DIR" && env(name).is_some())
+    {
+        return None;
+    }
+    let mut run = RunArgs::default();
+    let mut dir: Option<PathBuf> = None;
+    let mut seen: Vec<&str> = Vec::new();
+    let mut words = args[2..].iter();
+    loop {
+        let word = words.next()?.to_str()?;
+        if word == "--" {
+            break;
+        }
+        let (name, takes_value) = option(word)?;
+        // Single-valued options and flags may appear once (clap rejects a repeat).
+        if !matches!(name, "input" | "output" | "env" | "tag") {
+            if seen.contains(&name) {
+                return None;
+            }
+            seen.push(name);
+        }
+        if !takes_value {
+            match name {
+                "stdin" => run.stdin = true,
+                "no-cwd" => run.no_cwd = true,
+                "cache-failures" => run.cache_failures = true,
+                "force" => run.force = true,
+                "no-store" => run.no_store = true,
+                "explain" => run.explain = true,
+                "verbose" => run.verbose = true,
+                _ => unreachable!("every flag is listed in `option`"),
+            }
+            continue;
+        }
+        let value = words.next()?;
+        if value.as_encoded_bytes().first() == Some(&b'-') {
+            return None;
+        }
+        match name {
+            "input" => run.inputs.push(encode_os(value)),
+            "output" => run.outputs.push(encode_os(value)),
+            // clap refuses an empty path.
+            "dir" if value.is_empty() => return None,
+            "dir" => dir = Some(PathBuf::from(value)),
+            _ => {
+                let text = value.to_str()?;
+                match name {
+                    "env" => run.env.push(text.to_owned()),
+                    "tag" => run.tags.push(text.to_owned()),
+                    "namespace" => run.namespace = Some(text.to_owned()),
+                    "salt" => run.salt = Some(text.to_owned()),
+                    "ttl" => run.ttl = Some(parse_duration(text).ok()?),
+                    "stale" => run.stale = Some(parse_duration(text).ok()?),
+                    "remote" => run.remote = Some(remote_mode(text)?),
+                    _ => unreachable!("every option is listed in `option`"),
+                }
+            }
+        }
+    }
+    run.command = words.cloned().collect();
+    if run.command.is_empty() {
+        return None;
+    }
+    let dir_from_env = dir.is_none() && env("CACHECTL_DIR").is_some();
+    let dir = dir.or_else(|| env("CACHECTL_DIR").map(PathBuf::from));
+    Some((
+        Cli {
+            dir,
+            command: Command::Run(run),
+        },
+        dir_from_env,
+    ))
+}
+
+/// The option a word names (by its long name) and whether it takes a value.
+fn option(word: &str) -> Option<(&'static str, bool)> {
+    Some(match word {
+        "-i" | "--input" => ("input", true),
+        "-o" | "--output" => ("output", true),
+        "-e" | "--env" => ("env", true),
+        "-t" | "--tag" => ("tag", true),
+        "-n" | "--namespace" => ("namespace", true),
+        "--salt" => ("salt", true),
+        "--ttl" => ("ttl", true),
+        "--stale" => ("stale", true),
+        "--remote" => ("remote", true),
+        "--dir" => ("dir", true),
+        "--stdin" => ("stdin", false),
+        "--no-cwd" => ("no-cwd", false),
+        "--cache-failures" => ("cache-failures", false),
+        "--force" => ("force", false),
+        "--no-store" => ("no-store", false),
+        "--explain" => ("explain", false),
+        "-v" | "--verbose" => ("verbose", false),
+        _ => return None,
+    })
+}
+
+/// `--remote`'s value, spelled exactly as clap's value enum accepts it.
+fn remote_mode(text: &str) -> Option<Mode> {
+    <Mode as clap::ValueEnum>::from_str(text, false).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+    use proptest::prelude::*;
+    use std::ffi::OsStr;
+
+    /// `words` as a command line.
+    fn os(words: &[&str]) -> Vec<OsString> {
+        words.iter().map(OsStr::new).map(OsStr::to_owned).collect()
+    }
+
+    /// What clap makes of `args` with the process's real environment.
+    fn clap_parse(args: &[OsString]) -> Result<(Option<PathBuf>, RunArgs), clap::Error> {
+        let cli = super::super::RunCli::try_parse_from(args)?;
+        let super::super::RunOnly::Run(run) = cli.command;
+        Ok((cli.dir, run))
+    }
+
+    fn check(args: &[OsString]) -> bool {
+        let Some((cli, _)) = parse(args, |n| std::env::var_os(n)) else {
+            return false;
+        };
+        let Command::Run(fast) = cli.command else {
+            panic!("fast path returned another command")
+        };
+        let (dir, full) = clap_parse(args)
+            .unwrap_or_else(|e| panic!("fast path accepted what clap rejects: {args:?}: {e}"));
+        assert_eq!(fast, full, "{args:?}");
+        assert_eq!(cli.dir, dir, "{args:?}");
+        true
+    }
+
+    #[test]
+    fn common_shapes_take_the_fast_path() {
+        for words in [
+            &["cachectl", "run", "--", "echo", "hello"][..],
+            &[
+                "cachectl", "run", "-v", "-i", "a.c", "-i", "*.h", "-o", "a.o", "--", "gcc",
+            ],
+            &[
+                "cachectl", "run", "--ttl", "1h", "--stale", "2d", "--salt", "s", "--", "x",
+            ],
+            &[
+                "cachectl", "run", "-e", "CC", "-n", "ci", "-t", "t1", "-t", "t2", "--", "x",
+            ],
+            &[
+                "cachectl", "run", "--remote", "ro", "--dir", "/c", "--no-cwd", "--", "x",
+            ],
+            &[
+                "cachectl",
+                "run",
+                "--stdin",
+                "--force",
+                "--no-store",
+                "--explain",
+                "--",
+                "-x",
+            ],
+            &["cachectl", "run", "--cache-failures", "--", "x", "--", "-v"],
+        ] {
+            assert!(check(&os(words)), "{words:?} fell back to clap");
+        }
+    }
+
+    #[test]
+    fn anything_unusual_is_left_to_clap() {
+        for words in [
+            &["cachectl", "run", "echo"][..],
+            &["cachectl", "run", "--"],
+            &["cachectl", "run", "--ttl=1h", "--", "x"],
+            &["cachectl", "run", "-vi", "a", "--", "x"],
+            &["cachectl", "run", "--help"],
+            &["cachectl", "run", "--ttl", "soon", "--", "x"],
+            &["cachectl", "run", "--remote", "RW", "--", "x"],
+            &["cachectl", "run", "-v", "-v", "--", "x"],
+            &["cachectl", "run", "--salt", "a", "--salt", "b", "--", "x"],
+            &["cachectl", "run", "-i", "-x", "--", "x"],
+            &["cachectl", "run", "-i"],
+            &["cachectl", "--dir", "/c", "run", "--", "x"],
+            &["cachectl", "stats"],
+        ] {
+            assert!(
+                parse(&os(words), |_| None).is_none(),
+                "{words:?} took the fast path"
+            );
+        }
+        let flag_env = |n: &str| (n == "CACHECTL_FORCE").then(|| OsString::from("1"));
+        assert!(parse(&os(&["cachectl", "run", "--", "x"]), flag_env).is_none());
+    }
+
+    #[test]
+    fn cachectl_dir_from_the_environment() {
+        let env = |n: &str| (n == "CACHECTL_DIR").then(|| OsString::from("/env"));
+        let (cli, from_env) = parse(&os(&["cachectl", "run", "--", "x"]), env).unwrap();
+        assert_eq!((cli.dir, from_env), (Some(PathBuf::from("/env")), true));
+        let args = os(&["cachectl", "run", "--dir", "/flag", "--", "x"]);
+        let (cli, from_env) = parse(&args, env).unwrap();
+        assert_eq!((cli.dir, from_env), (Some(PathBuf::from("/flag")), false));
+    }
+
+    /// Words the random command lines are made of: every option, valid and invalid values,
+    /// hyphen words, `--`, `=` forms, non-UTF-8 bytes.
+    fn word() -> impl Strategy<Value = OsString> {
+        use std::os::unix::ffi::OsStringExt;
+        prop_oneof![
+            prop::sample::select(vec![
+                "-i",
+                "--input",
+                "-o",
+                "--output",
+                "-e",
+                "--env",
+                "-t",
+                "--tag",
+                "-n",
+                "--namespace",
+                "--salt",
+                "--ttl",
+                "--stale",
+                "--remote",
+                "--dir",
+                "--stdin",
+                "--no-cwd",
+                "--cache-failures",
+                "--force",
+                "--no-store",
+                "--explain",
+                "-v",
+                "--verbose",
+                "--",
+                "--",
+                "-",
+                "-vi",
+                "--ttl=1h",
+                "-h",
+                "--help",
+                "-V",
+                "1h",
+                "90s",
+                "7d",
+                "soon",
+                "rw",
+                "ro",
+                "off",
+                "RO",
+                "a.c",
+                "*.h",
+                "src/**",
+                "",
+                " ",
+                "é",
+                "x=y",
+                "-x",
+                "--x",
+                "echo",
+            ])
+            .prop_map(OsString::from),
+            prop::collection::vec(any::<u8>(), 0..4).prop_map(OsString::from_vec),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(4000))]
+        #[test]
+        fn whatever_the_fast_path_accepts_clap_parses_the_same(
+            options in prop::collection::vec(word(), 0..8),
+            separator in any::<bool>(),
+            command in prop::collection::vec(word(), 0..3),
+        ) {
+            let mut args = os(&["cachectl", "run"]);
+            args.extend(options);
+            if separator {
+                args.push("--".into());
+            }
+            args.extend(command);
+            check(&args);
+        }
+    }
+}
