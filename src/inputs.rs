@@ -438,6 +438,22 @@ pub fn glob_paths(cwd: &Path, pattern: &str) -> Result<Vec<PathBuf>> {
     if !walk_root.is_dir() {
         return Ok(matched);
     }
+    if matcher.slashes().is_some() && norm.components().count() == base.components().count() + 1 {
+        // The pattern's last component is its only glob (`*.h`, `src/*.rs`): the matches are
+        // names in one directory, so list it and stat nothing. (What each match is, is found
+        // out when it is keyed; a dangling symlink matches like any name, as below.)
+        for entry in std::fs::read_dir(&walk_root)
+            .with_context(|| format!("listing {}", walk_root.display()))?
+        {
+            let entry = entry.with_context(|| format!("listing {}", walk_root.display()))?;
+            let rel = base.join(entry.file_name());
+            if matcher.is_match(&rel) {
+                matched.push(rel);
+            }
+        }
+        matched.sort_unstable();
+        return Ok(matched);
+    }
     let mut walk = walkdir::WalkDir::new(&walk_root)
         .follow_links(true)
         .min_depth(1)

@@ -25,7 +25,7 @@ impl Source<'_> {
                 out.write_all(head)
             }
             Source::Blob(r) => {
-                if let Some(rest) = r.mapped_rest() {
+                if let Some(rest) = r.verified_rest() {
                     // Verified in full when opened: write straight from the mapping.
                     let Some(chunk) = usize::try_from(len).ok().and_then(|n| rest.get(..n)) else {
                         return Err(io::Error::new(
@@ -34,7 +34,7 @@ impl Source<'_> {
                         ));
                     };
                     out.write_all(chunk)?;
-                    r.consume_mapped(chunk.len());
+                    r.consume_verified(chunk.len());
                     return Ok(());
                 }
                 if buf.is_empty() {
