@@ -189,7 +189,10 @@ fn compute_from(
     let stored = (record_bytes + blob_stored) as u64;
     let uncompressed = (record_bytes + blob_plain) as u64;
 
-    let (breakdown, breakdown_rows) = if since_hour.is_none() {
+    // A period that starts at or before the oldest usage row counts every row, so its breakdown
+    // is the all-time one, which the index serves in a few steps.
+    let oldest_hour: Option<i64> = c.query_row("SELECT MIN(hour) FROM usage", [], |r| r.get(0))?;
+    let (breakdown, breakdown_rows) = if oldest_hour.is_none_or(|h| h >= from_hour) {
         (top_rows(c, group, limit)?, names as u64)
     } else {
         rows_since(c, group, from_hour, limit)?
