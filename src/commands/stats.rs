@@ -7,6 +7,9 @@ use crate::ui;
 use anyhow::Result;
 use std::path::PathBuf;
 
+/// Rows of the breakdown table.
+const TOP_ROWS: usize = 15;
+
 pub fn run(dir: Option<(PathBuf, Source)>, args: &StatsArgs) -> Result<i32> {
     let (_, cfg) = super::load(dir)?;
     let (store, idx) = crate::manage::open(cfg.dir.value)?;
@@ -20,7 +23,9 @@ pub fn run(dir: Option<(PathBuf, Source)>, args: &StatsArgs) -> Result<i32> {
         ByArg::Namespace => By::Namespace,
     };
     let since = args.since.map(|d| d.as_millis() as u64);
-    let s = stats::compute(&store, &idx, since, by, cfg.max_size.value)?;
+    // The table shows the top rows only, so only those are read; `--json` lists every row.
+    let limit = (!args.json).then_some(TOP_ROWS);
+    let s = stats::compute(&store, &idx, since, by, cfg.max_size.value, limit)?;
     if args.json {
         ui::print_json(&s)?;
         return Ok(0);
@@ -97,7 +102,7 @@ pub fn run(dir: Option<(PathBuf, Source)>, args: &StatsArgs) -> Result<i32> {
             By::Namespace => "Namespace",
         };
         let mut b = ui::table(&[label, "Hits", "Misses", "Time saved", "Entries", "Size"]);
-        for r in s.breakdown.iter().take(15) {
+        for r in s.breakdown.iter().take(TOP_ROWS) {
             b.add_row(vec![
                 r.name.clone(),
                 r.hits.to_string(),
@@ -108,8 +113,9 @@ pub fn run(dir: Option<(PathBuf, Source)>, args: &StatsArgs) -> Result<i32> {
             ]);
         }
         println!("\nTop {}s\n{b}", label.to_lowercase());
-        if s.breakdown.len() > 15 {
-            println!("({} more; --json lists all)", s.breakdown.len() - 15);
+        let shown = s.breakdown.len().min(TOP_ROWS) as u64;
+        if s.breakdown_rows > shown {
+            println!("({} more; --json lists all)", s.breakdown_rows - shown);
         }
     }
     if !s.history.is_empty() {
