@@ -297,7 +297,7 @@ if has 2; then
     stats=$(ccache --print-stats)
     grep -q '^direct_cache_hit[[:space:]]1$' <<< "$stats" ||
         { echo "ccache did not hit in direct mode" >&2; echo "$stats" >&2; exit 1; }
-    hf compile_one -N --warmup 5 --min-runs 40 \
+    hf compile_one -N --warmup 20 --min-runs 200 \
         -n "gcc -c" "gcc -c a.c -o a.o" \
         -n "ccache gcc -c (direct hit)" "ccache gcc -c a.c -o a.o" \
         -n "cachectl run ... gcc -c (hit)" "$CACHECTL ${CCW#cachectl }"
