@@ -17,7 +17,7 @@ use crate::store::cas::BlobError;
 use crate::store::record::{OutputEntry, OutputKind};
 use anyhow::{Context, Result, anyhow};
 use std::fs::{self, File};
-use std::io;
+use std::io::{self, Read};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -263,6 +263,9 @@ impl From<io::Error> for RestoreError {
 struct Staged {
     files: Vec<(PathBuf, PathBuf)>,
     created_dirs: Vec<PathBuf>,
+    /// Files already in place with the stored content: only their mode and mtime are set,
+    /// on commit.
+    in_place: Vec<(PathBuf, u32)>,
 }
 
 impl Drop for Staged {
@@ -274,6 +277,37 @@ impl Drop for Staged {
             let _ = fs::remove_dir(d);
         }
     }
+}
+
+/// Whether `path` is a regular file (not a symlink) holding exactly the content `digest`.
+///
+/// A hit whose outputs are already in place (a rebuild after `touch`, a second `make` of a
+/// target that did not change) then rewrites nothing. Besides the copy, that avoids renaming
+/// over an existing file, which ext4 turns into an immediate flush of the new data
+/// (`auto_da_alloc`): half a millisecond for a 15 KB object file.
+fn holds_content(path: &Path, size: u64, digest: &str) -> bool {
+    let Ok(meta) = fs::symlink_metadata(path) else {
+        return false;
+    };
+    if !meta.file_type().is_file() || meta.len() != size {
+        return false;
+    }
+    let Ok(mut file) = File::open(path) else {
+        return false;
+    };
+    let mut hasher = blake3::Hasher::new();
+    let mut buf = vec![0u8; (size as usize).clamp(1, 1 << 20)];
+    loop {
+        match file.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                hasher.update(&buf[..n]);
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return false,
+        }
+    }
+    hasher.finalize().to_hex().as_str() == digest
 }
 
 fn staging_name(dir: &Path, n: usize) -> PathBuf {
@@ -289,6 +323,7 @@ pub fn restore(store: &Store, cwd: &Path, entries: &[OutputEntry]) -> Result<(),
     let mut staged = Staged {
         files: Vec::new(),
         created_dirs: Vec::new(),
+        in_place: Vec::new(),
     };
     let mut dirs = Vec::new();
     for (n, e) in entries.iter().enumerate() {
@@ -318,6 +353,10 @@ pub fn restore(store: &Store, cwd: &Path, entries: &[OutputEntry]) -> Result<(),
                 dirs.push((dest, e.mode));
             }
             OutputKind::File => {
+                if holds_content(&dest, e.size, &e.digest) {
+                    staged.in_place.push((dest, e.mode));
+                    continue;
+                }
                 let tmp = staging_name(&parent, n);
                 let mut reader = store.cas.open_verified(&e.digest)?;
                 let mut f = File::options()
@@ -361,6 +400,16 @@ pub fn restore(store: &Store, cwd: &Path, entries: &[OutputEntry]) -> Result<(),
                 .context(format!("restoring {}", dest.display()))
                 .into());
         }
+    }
+    for (dest, mode) in std::mem::take(&mut staged.in_place) {
+        let current =
+            fs::symlink_metadata(&dest).with_context(|| format!("restoring {}", dest.display()))?;
+        if current.permissions().mode() & 0o7777 != mode & 0o7777 {
+            fs::set_permissions(&dest, fs::Permissions::from_mode(mode & 0o7777))
+                .with_context(|| format!("restoring {}", dest.display()))?;
+        }
+        // As if just written: build tools compare mtimes.
+        crate::store::cas::touch(&dest);
     }
     staged.created_dirs.clear();
     for (dir, mode) in dirs {

@@ -1,1 +1,1 @@
-hyperfine -N --warmup 5 --min-runs 40 -n gcc\ -c gcc\ -c\ a.c\ -o\ a.o -n ccache\ gcc\ -c\ \(direct\ hit\) ccache\ gcc\ -c\ a.c\ -o\ a.o -n cachectl\ run\ ...\ gcc\ -c\ \(hit\) /work/target-bench/release/cachectl\ run\ -i\ a.c\ -i\ \'\*.h\'\ -o\ a.o\ --\ gcc\ -c\ a.c\ -o\ a.o 
+hyperfine -N --warmup 20 --min-runs 200 -n gcc\ -c gcc\ -c\ a.c\ -o\ a.o -n ccache\ gcc\ -c\ \(direct\ hit\) ccache\ gcc\ -c\ a.c\ -o\ a.o -n cachectl\ run\ ...\ gcc\ -c\ \(hit\) /work/target-bench/release/cachectl\ run\ -i\ a.c\ -i\ \'\*.h\'\ -o\ a.o\ --\ gcc\ -c\ a.c\ -o\ a.o 

@@ -375,7 +375,7 @@ impl Header {
 /// compares correctly with the mtime of a record written right after it. (A `SystemTime::now()`
 /// is taken from a finer clock than the kernel's file timestamps and can look later than a
 /// record written after it.)
-fn touch(path: &Path) {
+pub(crate) fn touch(path: &Path) {
     use std::os::fd::AsRawFd;
     if let Ok(f) = File::options().write(true).open(path) {
         let times = [

@@ -177,6 +177,38 @@ fn outputs_overwrite_existing_files_on_hit() {
     assert_eq!(t.read("gen.txt"), b"generated\n");
 }
 
+/// An output already in place with the stored content is not rewritten (same inode), but its
+/// mode and mtime are set as a restore would set them; one with other content of the same size
+/// is replaced.
+#[test]
+fn outputs_already_in_place_are_kept_and_touched() {
+    use std::os::unix::fs::MetadataExt;
+    let t = TestContext::new();
+    t.counted("cmd", "echo generated > gen.txt && chmod 640 gen.txt");
+    let run = || t.run(&["-o", "gen.txt", "--", "./cmd"]);
+    t.miss(run());
+    let path = t.work.join("gen.txt");
+    set_mode(&path, 0o600);
+    let old = SystemTime::now() - Duration::from_secs(3600);
+    fs::File::options()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+    let inode = fs::metadata(&path).unwrap().ino();
+    t.hit(run());
+    let meta = fs::metadata(&path).unwrap();
+    assert_eq!(meta.ino(), inode, "rewritten although identical");
+    assert_eq!(mode(&path), 0o640);
+    assert!(meta.modified().unwrap() > old + Duration::from_secs(3000));
+    assert_eq!(t.read("gen.txt"), b"generated\n");
+    // Same size, other content: replaced.
+    t.write("gen.txt", "GENERATED\n");
+    t.hit(run());
+    assert_eq!(t.read("gen.txt"), b"generated\n");
+}
+
 #[test]
 fn output_directory_restored_whole() {
     let t = TestContext::new();
