@@ -297,10 +297,16 @@ if has 2; then
     stats=$(ccache --print-stats)
     grep -q '^direct_cache_hit[[:space:]]1$' <<< "$stats" ||
         { echo "ccache did not hit in direct mode" >&2; echo "$stats" >&2; exit 1; }
+    # The first two hits find a.o in place (as a rebuild of an unchanged target does); the
+    # last two delete it first (as after `make clean`), so each must write it.
     hf compile_one -N --warmup 20 --min-runs 200 \
+        --prepare true --prepare true --prepare true \
+        --prepare "rm -f a.o" --prepare "rm -f a.o" \
         -n "gcc -c" "gcc -c a.c -o a.o" \
         -n "ccache gcc -c (direct hit)" "ccache gcc -c a.c -o a.o" \
-        -n "cachectl run ... gcc -c (hit)" "$CACHECTL ${CCW#cachectl }"
+        -n "cachectl run ... gcc -c (hit)" "$CACHECTL ${CCW#cachectl }" \
+        -n "ccache gcc -c (direct hit, a.o deleted first)" "ccache gcc -c a.c -o a.o" \
+        -n "cachectl run ... gcc -c (hit, a.o deleted first)" "$CACHECTL ${CCW#cachectl }"
     meta ccache_stats_one "$(ccache --print-stats | awk '$1 ~ /direct_cache_hit|preprocessed_cache_hit|cache_miss/ {printf "%s=%s ", $1, $2}')"
 
     cd "$D/proj"
