@@ -47,6 +47,17 @@ fn copy_hashing(
     sink: &mut dyn Write,
     content: &mut blake3::Hasher,
 ) -> io::Result<u64> {
+    copy_chunks(reader, sink, |chunk| {
+        content.update(chunk);
+    })
+}
+
+/// Copy the rest of `reader` into `sink` in 128 KiB chunks, showing each to `each`.
+fn copy_chunks(
+    reader: &mut dyn Read,
+    sink: &mut dyn Write,
+    mut each: impl FnMut(&[u8]),
+) -> io::Result<u64> {
     let mut buf = vec![0u8; 128 * 1024];
     let mut total = 0;
     loop {
@@ -56,7 +67,7 @@ fn copy_hashing(
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         };
-        content.update(&buf[..n]);
+        each(&buf[..n]);
         sink.write_all(&buf[..n])?;
         total += n as u64;
     }
@@ -474,20 +485,8 @@ impl BlobReader {
                 }
                 Ok(n)
             }
-            Inner::Zstd(_) => {
-                let mut buf = vec![0u8; 128 * 1024];
-                let mut total = 0;
-                loop {
-                    let n = match self.read(&mut buf) {
-                        Ok(0) => return Ok(total),
-                        Ok(n) => n,
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                        Err(e) => return Err(e),
-                    };
-                    file.write_all(&buf[..n])?;
-                    total += n as u64;
-                }
-            }
+            // Decoded (and its digest checked at the end) by our own `Read`.
+            Inner::Zstd(_) => copy_chunks(self, file, |_| ()),
         }
     }
 
