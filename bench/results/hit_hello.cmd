@@ -1,1 +1,1 @@
-hyperfine -N --warmup 20 --min-runs 200 -n plain:\ echo\ hello echo\ hello -n bkt\ hit bkt\ --ttl=1h\ --cache-dir=/tmp/cachectl-bench.j3kfzV/hit/bkt-cache\ --\ echo\ hello -n cachectl\ hit /work/target-bench/release/cachectl\ run\ --\ echo\ hello 
+hyperfine -N --warmup 20 --min-runs 200 -n plain:\ echo\ hello echo\ hello -n bkt\ hit bkt\ --ttl=1h\ --cache-dir=/tmp/cachectl-bench.juAf0k/hit/bkt-cache\ --\ echo\ hello -n cachectl\ hit /work/target-bench/release/cachectl\ run\ --\ echo\ hello 
