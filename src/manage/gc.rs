@@ -21,7 +21,7 @@
 use crate::clock::now_ms;
 use crate::store::Store;
 use crate::store::index::{Index, Reconciled};
-use anyhow::{Context, Result};
+use anyhow::Result;
 use serde::Serialize;
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -325,13 +325,7 @@ pub fn safe_to_delete(
 /// Run gc while holding `gc.lock`: waiting for it (manual), or skipping when busy (auto).
 pub fn locked<T>(store: &Store, wait: bool, f: impl FnOnce() -> Result<T>) -> Result<Option<T>> {
     store.init()?;
-    let path = store.root.join("gc.lock");
-    let file = std::fs::File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .with_context(|| format!("opening {}", path.display()))?;
+    let file = store.lock_file("gc.lock")?;
     match file.try_lock() {
         Ok(()) => {}
         Err(std::fs::TryLockError::WouldBlock) if !wait => return Ok(None),

@@ -549,15 +549,7 @@ mod tests {
         let tmp = d.path().join("tmp");
         std::fs::create_dir_all(&tmp).unwrap();
         // Pseudo-random bytes: zstd cannot shrink them.
-        let mut x = 0x9e3779b97f4a7c15u64;
-        let data: Vec<u8> = (0..400_000)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect();
+        let data = pseudo_random(400_000);
         let put = cas.put_reader(&tmp, &mut &data[..], 3).unwrap();
         let p = cas.path(&put.digest);
         assert_eq!(&std::fs::read(&p).unwrap()[..8], MAGIC_RAW);

@@ -320,13 +320,7 @@ impl Index {
         store.init()?;
         // One process at a time creates, migrates or rebuilds the index: concurrent first uses
         // would otherwise race on the schema, or delete a file another has open.
-        let lock_path = store.root.join("index.lock");
-        let lock = std::fs::File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .with_context(|| format!("opening {}", lock_path.display()))?;
+        let lock = store.lock_file("index.lock")?;
         lock.lock().context("locking the index")?;
         let path = Self::path(store);
         let mut idx = match Self::open_at(&path) {
@@ -363,12 +357,7 @@ impl Index {
 
     /// Rebuild the index from the files after `err` showed it corrupt (usage counters are lost).
     pub fn rebuild(store: &Store, err: &anyhow::Error) -> Result<Index> {
-        let lock_path = store.root.join("index.lock");
-        let lock = std::fs::File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)?;
+        let lock = store.lock_file("index.lock")?;
         lock.lock()?;
         Self::set_aside(&Self::path(store), err);
         drop(lock);
@@ -449,13 +438,7 @@ impl Index {
             return Ok(0);
         }
         // One folder at a time: two could otherwise both apply the same `*.folding` file.
-        let lock_path = store.root.join("fold.lock");
-        let fold_lock = std::fs::File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .with_context(|| format!("opening {}", lock_path.display()))?;
+        let fold_lock = store.lock_file("fold.lock")?;
         fold_lock
             .lock()
             .context("locking the journal for folding")?;

@@ -213,17 +213,25 @@ impl Store {
     /// reused is either seen referenced by gc (the record exists) or gone before the store
     /// looked (and written again).
     pub fn blob_lock(&self, exclusive: bool) -> io::Result<std::fs::File> {
-        let f = std::fs::File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(self.root.join("cas.lock"))?;
+        let f = self.lock_file("cas.lock")?;
         if exclusive {
             f.lock()?;
         } else {
             f.lock_shared()?;
         }
         Ok(f)
+    }
+
+    /// Open (creating) the lock file `name` in the cache root. The lock is taken on the open
+    /// file (`File::lock`), never on its content, which stays empty.
+    pub fn lock_file(&self, name: &str) -> io::Result<std::fs::File> {
+        let path = self.root.join(name);
+        std::fs::File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| io::Error::new(e.kind(), format!("opening {}: {e}", path.display())))
     }
 
     fn ledger_path(&self) -> PathBuf {
