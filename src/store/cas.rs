@@ -542,12 +542,7 @@ mod tests {
 
     #[test]
     fn incompressible_content_is_stored_raw_and_verified() {
-        let d = tempfile::tempdir().unwrap();
-        let cas = Cas {
-            dir: d.path().join("cas"),
-        };
-        let tmp = d.path().join("tmp");
-        std::fs::create_dir_all(&tmp).unwrap();
+        let (_dir, cas, tmp) = fixture();
         // Pseudo-random bytes: zstd cannot shrink them.
         let data = pseudo_random(400_000);
         let put = cas.put_reader(&tmp, &mut &data[..], 3).unwrap();
@@ -568,6 +563,17 @@ mod tests {
         ));
     }
 
+    /// A temp dir holding an empty CAS and a temp folder for its writes.
+    fn fixture() -> (tempfile::TempDir, Cas, std::path::PathBuf) {
+        let d = tempfile::tempdir().unwrap();
+        let cas = Cas {
+            dir: d.path().join("cas"),
+        };
+        let tmp = d.path().join("tmp");
+        std::fs::create_dir_all(&tmp).unwrap();
+        (d, cas, tmp)
+    }
+
     fn pseudo_random(len: usize) -> Vec<u8> {
         let mut x = 0x9e3779b97f4a7c15u64;
         (0..len)
@@ -584,12 +590,7 @@ mod tests {
     /// read back whole, copied into a file, and refused after one flipped payload byte.
     #[test]
     fn mapped_and_streamed_blobs_round_trip_and_detect_flips() {
-        let d = tempfile::tempdir().unwrap();
-        let cas = Cas {
-            dir: d.path().join("cas"),
-        };
-        let tmp = d.path().join("tmp");
-        std::fs::create_dir_all(&tmp).unwrap();
+        let (d, cas, tmp) = fixture();
         let compressible = |len: usize| (0..len).map(|i| (i % 251) as u8).collect::<Vec<u8>>();
         let cases = [
             pseudo_random(300_000),
@@ -639,12 +640,7 @@ mod tests {
 
     #[test]
     fn put_open_and_detect_flips() {
-        let d = tempfile::tempdir().unwrap();
-        let cas = Cas {
-            dir: d.path().join("cas"),
-        };
-        let tmp = d.path().join("tmp");
-        std::fs::create_dir_all(&tmp).unwrap();
+        let (_dir, cas, tmp) = fixture();
         let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
         let put = cas.put_reader(&tmp, &mut &data[..], 3).unwrap();
         assert_eq!(put.digest, blake3::hash(&data).to_hex().to_string());
