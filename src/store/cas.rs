@@ -548,11 +548,7 @@ mod tests {
         let put = cas.put_reader(&tmp, &mut &data[..], 3).unwrap();
         let p = cas.path(&put.digest);
         assert_eq!(&std::fs::read(&p).unwrap()[..8], MAGIC_RAW);
-        let mut back = Vec::new();
-        cas.open_verified(&put.digest)
-            .unwrap()
-            .read_to_end(&mut back)
-            .unwrap();
+        let back = read_back(&cas, &put.digest);
         assert_eq!(back, data);
         let mut bytes = std::fs::read(&p).unwrap();
         bytes[HEADER + 1000] ^= 1;
@@ -572,6 +568,16 @@ mod tests {
         let tmp = d.path().join("tmp");
         std::fs::create_dir_all(&tmp).unwrap();
         (d, cas, tmp)
+    }
+
+    /// A blob's whole content, through the verifying reader.
+    fn read_back(cas: &Cas, digest: &str) -> Vec<u8> {
+        let mut back = Vec::new();
+        cas.open_verified(digest)
+            .unwrap()
+            .read_to_end(&mut back)
+            .unwrap();
+        back
     }
 
     fn pseudo_random(len: usize) -> Vec<u8> {
@@ -602,11 +608,7 @@ mod tests {
         ];
         for data in cases {
             let put = cas.put_reader(&tmp, &mut &data[..], 3).unwrap();
-            let mut back = Vec::new();
-            cas.open_verified(&put.digest)
-                .unwrap()
-                .read_to_end(&mut back)
-                .unwrap();
+            let back = read_back(&cas, &put.digest);
             assert!(back == data, "read back {} bytes", data.len());
             let out = d.path().join("out");
             let mut f = File::create(&out).unwrap();
@@ -644,11 +646,7 @@ mod tests {
         let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
         let put = cas.put_reader(&tmp, &mut &data[..], 3).unwrap();
         assert_eq!(put.digest, blake3::hash(&data).to_hex().to_string());
-        let mut back = Vec::new();
-        cas.open_verified(&put.digest)
-            .unwrap()
-            .read_to_end(&mut back)
-            .unwrap();
+        let back = read_back(&cas, &put.digest);
         assert_eq!(back, data);
         // Storing the same content again is free.
         assert_eq!(
