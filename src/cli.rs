@@ -85,7 +85,7 @@ pub fn parse() -> (Cli, bool) {
     };
     let mut matches = match cmd.try_get_matches_from_mut(args) {
         Ok(m) => m,
-        Err(e) => e.exit(),
+        Err(e) => exit_with(e),
     };
     // The definitions are not needed any more, and freeing them is pure cost before exit.
     std::mem::forget(cmd);
@@ -103,8 +103,52 @@ pub fn parse() -> (Cli, bool) {
     std::mem::forget(matches);
     match cli {
         Ok(cli) => (cli, dir_from_env),
-        Err(e) => e.exit(),
+        Err(e) => exit_with(e),
     }
+}
+
+/// The boolean flag variables (read by clap's `BoolishValueParser`).
+const BOOL_ENV: &[&str] = &[
+    "CACHECTL_NO_CWD",
+    "CACHECTL_CACHE_FAILURES",
+    "CACHECTL_FORCE",
+    "CACHECTL_NO_STORE",
+    "CACHECTL_EXPLAIN",
+    "CACHECTL_VERBOSE",
+];
+
+/// The one rule for boolean variables (docs/configuration.md): `BoolishValueParser`'s.
+fn is_boolish(value: &std::ffi::OsStr) -> bool {
+    let v = value.to_string_lossy().to_ascii_lowercase();
+    matches!(
+        v.as_str(),
+        "1" | "true" | "t" | "yes" | "y" | "on" | "0" | "false" | "f" | "no" | "n" | "off"
+    )
+}
+
+/// Exit 2 on a command-line error. clap names the flag when a bad value came from its
+/// variable (`invalid value 'maybe' for '--force'`), which sends the user to a command line
+/// that has no `--force`: name the variable and what it takes instead.
+fn exit_with(e: clap::Error) -> ! {
+    use clap::error::ErrorKind;
+    if matches!(
+        e.kind(),
+        ErrorKind::InvalidValue | ErrorKind::ValueValidation
+    ) {
+        for name in BOOL_ENV {
+            if let Some(v) = std::env::var_os(name)
+                && !v.is_empty()
+                && !is_boolish(&v)
+            {
+                eprintln!(
+                    "cachectl: error: {name}={} is not a boolean; set it to 1/0, true/false, yes/no or on/off (or leave it empty for unset)",
+                    v.to_string_lossy()
+                );
+                std::process::exit(2);
+            }
+        }
+    }
+    e.exit()
 }
 
 #[derive(Subcommand, Debug)]

@@ -15,7 +15,6 @@ use crate::store::fsutil::TempFile;
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::{self, Read, Seek, Write};
-use std::mem::ManuallyDrop;
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -30,6 +29,13 @@ pub const INLINE_LIMIT: usize = 64 * 1024;
 pub enum Outcome {
     Exited(i32),
     Signaled(i32),
+}
+
+/// The exit code of a run whose output could not be written (by cachectl, on the command's
+/// behalf): the command's own failure, or 1 where it succeeded, as `tee` and most tools exit
+/// when their stdout fails.
+pub fn output_failed_code(code: i32) -> i32 {
+    if code == 0 { 1 } else { code }
 }
 
 impl Outcome {
@@ -146,9 +152,16 @@ impl Spool {
         }
         if self.file.is_none() {
             let dir = self.dir.clone().unwrap_or_else(std::env::temp_dir);
-            let mut t = TempFile::new(&dir, "stdin")?;
-            t.file.write_all(&self.mem)?;
-            self.file = Some(t);
+            let made = TempFile::new(&dir, "stdin").and_then(|mut t| {
+                t.file.write_all(&self.mem)?;
+                Ok(t)
+            });
+            match made {
+                Ok(t) => self.file = Some(t),
+                // No usable temp dir (TMPDIR missing, full, read only): every byte is still
+                // in memory, and the command gets them all through a pipe.
+                Err(_) => return self.into_pipe(),
+            }
         }
         let t = self.file.take().expect("file");
         let mut f = t.file.try_clone()?;
@@ -192,6 +205,34 @@ pub struct Captured {
     pub chunks: Vec<u64>,
     /// cachectl itself received a terminating signal during the run.
     pub interrupted: bool,
+    /// Why the capture is not everything the command would have written, if it is not. Such a
+    /// run is never stored: a command that survives a closed pipe (it ignores SIGPIPE, or
+    /// handles EPIPE) exits 0 with only part of its output captured.
+    pub gap: Option<Gap>,
+}
+
+/// How a capture can end before the command's output does.
+#[derive(Debug)]
+pub enum Gap {
+    /// The reader of cachectl's own stdout or stderr went away (`| head`). cachectl closed the
+    /// command's pipe so that it sees EPIPE as it would have without cachectl, and from then on
+    /// it ran with a closed stream, not as it runs when it is cached.
+    ReaderGone,
+    /// cachectl's stdout or stderr failed otherwise (a full disk behind `> file`): the
+    /// command's pipe was closed the same way.
+    WriteFailed(io::Error),
+    /// Reading the command's pipe, or waiting for it, failed: the rest of its output is unknown.
+    ReadFailed(io::Error),
+}
+
+impl std::fmt::Display for Gap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Gap::ReaderGone => f.write_str("the reader of cachectl's output went away"),
+            Gap::WriteFailed(e) => write!(f, "cannot write the command's output: {e}"),
+            Gap::ReadFailed(e) => write!(f, "cannot read the command's output: {e}"),
+        }
+    }
 }
 
 /// Why the command could not be started.
@@ -346,7 +387,7 @@ pub fn run_captured(
     let err_pipe = child.stderr.take().expect("piped");
     let mut spools = [Spool::new(spool_dir.clone()), Spool::new(spool_dir)];
     let mut chunks: Vec<u64> = Vec::new();
-    pump(out_pipe, err_pipe, &mut spools, &mut chunks);
+    let gap = pump(out_pipe, err_pipe, &mut spools, &mut chunks);
     let outcome = wait_status(&mut child).map_err(err)?;
     let [stdout, stderr] = spools;
     Ok(Captured {
@@ -356,28 +397,74 @@ pub fn run_captured(
         stderr,
         chunks,
         interrupted: interrupted(),
+        gap,
     })
 }
 
 /// Our own stdout (fd 1) or stderr (fd 2), unbuffered, never closed.
-pub fn raw_fd_writer(fd: RawFd) -> ManuallyDrop<File> {
-    // SAFETY: fds 1 and 2 are open for the life of the process (std guarantees it at start-up);
-    // ManuallyDrop keeps us from closing them.
-    ManuallyDrop::new(unsafe { File::from_raw_fd(fd) })
+///
+/// A descriptor opened non-blocking by whoever started cachectl (the flag belongs to the open
+/// file, which we share with them) is waited on with `poll` when it is full, as a blocking
+/// write would wait: EAGAIN is never a reason to cut output short.
+#[derive(Debug, Clone, Copy)]
+pub struct FdSink(pub RawFd);
+
+impl Write for FdSink {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        loop {
+            // SAFETY: data points to data.len() readable bytes; fds 1 and 2 stay open for the
+            // life of the process (std and our entry point guarantee it).
+            let n = unsafe { libc::write(self.0, data.as_ptr().cast(), data.len()) };
+            if n >= 0 {
+                return Ok(n as usize);
+            }
+            let e = io::Error::last_os_error();
+            match e.kind() {
+                io::ErrorKind::Interrupted => {}
+                io::ErrorKind::WouldBlock => wait_for(self.0, libc::POLLOUT)?,
+                _ => return Err(e),
+            }
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
-/// Read both pipes until both close, teeing and spooling each chunk in arrival order.
+/// Block until `fd` is ready for `events` (or has an error or hang-up to report, which the
+/// next read or write then returns).
+pub fn wait_for(fd: RawFd, events: libc::c_short) -> io::Result<()> {
+    let mut pfd = libc::pollfd {
+        fd,
+        events,
+        revents: 0,
+    };
+    loop {
+        // SAFETY: one initialised pollfd.
+        if unsafe { libc::poll(&mut pfd, 1, -1) } >= 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+/// Read both pipes until both close, teeing and spooling each chunk in arrival order. Returns
+/// why the capture ended before the command's output did, if it did.
 fn pump(
     out_pipe: std::process::ChildStdout,
     err_pipe: std::process::ChildStderr,
     spools: &mut [Spool; 2],
     chunks: &mut Vec<u64>,
-) {
+) -> Option<Gap> {
     let mut pipes: [Option<File>; 2] = [
         Some(File::from(std::os::fd::OwnedFd::from(out_pipe))),
         Some(File::from(std::os::fd::OwnedFd::from(err_pipe))),
     ];
-    let mut sinks = [raw_fd_writer(1), raw_fd_writer(2)];
+    let mut gap = None;
     let mut buf = vec![0u8; 64 * 1024];
     while pipes.iter().any(Option::is_some) {
         let mut fds: Vec<libc::pollfd> = Vec::with_capacity(2);
@@ -395,10 +482,12 @@ fn pump(
         // SAFETY: fds points to fds.len() initialised pollfd structs.
         let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
         if n < 0 {
-            if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
                 continue;
             }
-            break;
+            // The pipes close when they drop: the command sees EPIPE.
+            return Some(Gap::ReadFailed(e));
         }
         for (pfd, &i) in fds.iter().zip(&which) {
             if pfd.revents == 0 {
@@ -411,20 +500,29 @@ fn pump(
                 Ok(0) => pipes[i] = None,
                 Ok(n) => {
                     let data = &buf[..n];
-                    if sinks[i].write_all(data).is_err() {
-                        // Our reader went away (e.g. `| head`). Close the child's pipe so it
-                        // sees EPIPE/SIGPIPE exactly as it would have without cachectl.
-                        pipes[i] = None;
-                    }
                     spools[i].write(data);
                     match chunks.last_mut() {
                         Some(last) if (*last & 1) as usize == i => *last += (n as u64) << 1,
                         _ => chunks.push(((n as u64) << 1) | i as u64),
                     }
+                    if let Err(e) = FdSink(1 + i as RawFd).write_all(data) {
+                        // Our reader went away (e.g. `| head`). Close the child's pipe so it
+                        // sees EPIPE/SIGPIPE exactly as it would have without cachectl.
+                        pipes[i] = None;
+                        gap.get_or_insert(if e.kind() == io::ErrorKind::BrokenPipe {
+                            Gap::ReaderGone
+                        } else {
+                            Gap::WriteFailed(e)
+                        });
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => pipes[i] = None,
+                Err(e) => {
+                    pipes[i] = None;
+                    gap.get_or_insert(Gap::ReadFailed(e));
+                }
             }
         }
     }
+    gap
 }

@@ -435,8 +435,20 @@ pub fn glob_paths(cwd: &Path, pattern: &str) -> Result<Vec<PathBuf>> {
     }
     let walk_root = cwd.join(&base);
     let mut matched = Vec::new();
-    if !walk_root.is_dir() {
-        return Ok(matched);
+    match std::fs::metadata(&walk_root) {
+        Ok(m) if m.is_dir() => {}
+        // Nothing to match: the prefix is absent, or not a directory.
+        Ok(_) => return Ok(matched),
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+            ) =>
+        {
+            return Ok(matched);
+        }
+        // Unknown (a parent without search permission): the matches cannot be known.
+        Err(e) => return Err(e).with_context(|| format!("reading {}", walk_root.display())),
     }
     if matcher.slashes().is_some() && norm.components().count() == base.components().count() + 1 {
         // The pattern's last component is its only glob (`*.h`, `src/*.rs`): the matches are
@@ -467,7 +479,10 @@ pub fn glob_paths(cwd: &Path, pattern: &str) -> Result<Vec<PathBuf>> {
     while let Some(entry) = it.next() {
         let entry = match entry {
             Ok(e) => e,
-            Err(e) => {
+            // The same policy as the directory walk: a path that does not resolve (a dangling
+            // symlink, or an entry removed while walking) is what it is; anything else (an
+            // unreadable directory, a loop) leaves the inputs unknown, and the run uncached.
+            Err(e) if e.io_error().map(io::Error::kind) == Some(io::ErrorKind::NotFound) => {
                 // A dangling symlink matches like any path (and is keyed by its link text),
                 // as it is when a directory is walked.
                 if let Some(p) = e.path()
@@ -479,6 +494,13 @@ pub fn glob_paths(cwd: &Path, pattern: &str) -> Result<Vec<PathBuf>> {
                     matched.push(base.join(sub));
                 }
                 continue;
+            }
+            Err(e) => {
+                let at = e.path().unwrap_or(&walk_root).to_path_buf();
+                return Err(anyhow!(
+                    "walking input glob `{pattern}`: {}: {e}",
+                    at.display()
+                ));
             }
         };
         let sub = entry

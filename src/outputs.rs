@@ -202,8 +202,11 @@ fn safe_parent(
                 Ok(m) if m.file_type().is_symlink() => {
                     let real = fs::canonicalize(&cur)
                         .with_context(|| format!("resolving {}", cur.display()))?;
+                    // The link is the working tree's, not the entry's (a stored link is
+                    // staged under a temp name until commit, never passed through): the
+                    // tree is in the way, the entry is fine.
                     if !real.starts_with(cwd_canon) || !real.is_dir() {
-                        return Err(RestoreError::Refused(format!(
+                        return Err(RestoreError::Conflict(anyhow!(
                             "refusing to restore through {}: it leads outside the working directory",
                             cur.display()
                         )));

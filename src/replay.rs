@@ -4,7 +4,7 @@
 //! before the first byte is written, then decompressed chunk by chunk, so nothing large is held
 //! in memory and a corrupt blob turns into a miss rather than into garbage on the terminal.
 
-use crate::exec::raw_fd_writer;
+use crate::exec::FdSink;
 use crate::store::Store;
 use crate::store::cas::{BlobError, BlobReader};
 use crate::store::record::Decoded;
@@ -15,25 +15,47 @@ enum Source<'a> {
     Blob(Box<BlobReader>),
 }
 
+/// Why a replay stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    /// The stored stream is damaged (a blob ended early or failed its digest): the entry must
+    /// be dropped and the command run.
+    #[error("reading the stored output: {0}")]
+    Stored(io::Error),
+    /// cachectl's own stdout or stderr failed (a full disk behind `> file`). The entry is fine,
+    /// and running the command now would write after what was already replayed.
+    #[error("writing the replayed output: {0}")]
+    Output(io::Error),
+}
+
+fn ended_early() -> ReplayError {
+    ReplayError::Stored(io::Error::new(
+        io::ErrorKind::UnexpectedEof,
+        "stream blob ended early",
+    ))
+}
+
 impl Source<'_> {
-    fn copy(&mut self, len: u64, out: &mut dyn Write, buf: &mut Vec<u8>) -> io::Result<()> {
+    fn copy(
+        &mut self,
+        len: u64,
+        out: &mut dyn Write,
+        buf: &mut Vec<u8>,
+    ) -> Result<(), ReplayError> {
         match self {
             Source::Inline(data) => {
                 let n = (len as usize).min(data.len());
                 let (head, tail) = data.split_at(n);
                 *data = tail;
-                out.write_all(head)
+                out.write_all(head).map_err(ReplayError::Output)
             }
             Source::Blob(r) => {
                 if let Some(rest) = r.verified_rest() {
                     // Verified in full when opened: write straight from the mapping.
                     let Some(chunk) = usize::try_from(len).ok().and_then(|n| rest.get(..n)) else {
-                        return Err(io::Error::new(
-                            io::ErrorKind::UnexpectedEof,
-                            "stream blob ended early",
-                        ));
+                        return Err(ended_early());
                     };
-                    out.write_all(chunk)?;
+                    out.write_all(chunk).map_err(ReplayError::Output)?;
                     r.consume_verified(chunk.len());
                     return Ok(());
                 }
@@ -43,14 +65,11 @@ impl Source<'_> {
                 let mut left = len;
                 while left > 0 {
                     let want = (left as usize).min(buf.len());
-                    let n = r.read(&mut buf[..want])?;
+                    let n = r.read(&mut buf[..want]).map_err(ReplayError::Stored)?;
                     if n == 0 {
-                        return Err(io::Error::new(
-                            io::ErrorKind::UnexpectedEof,
-                            "stream blob ended early",
-                        ));
+                        return Err(ended_early());
                     }
-                    out.write_all(&buf[..n])?;
+                    out.write_all(&buf[..n]).map_err(ReplayError::Output)?;
                     left -= n as u64;
                 }
                 Ok(())
@@ -59,9 +78,9 @@ impl Source<'_> {
     }
 
     /// Drain the rest (a blob's digest is checked when it reaches its end).
-    fn finish(&mut self) -> io::Result<()> {
+    fn finish(&mut self) -> Result<(), ReplayError> {
         if let Source::Blob(r) = self {
-            io::copy(r, &mut io::sink())?;
+            io::copy(r, &mut io::sink()).map_err(ReplayError::Stored)?;
         }
         Ok(())
     }
@@ -95,15 +114,17 @@ pub fn prepare<'a, C>(store: &Store, d: &'a Decoded<C>) -> Result<PreparedStream
 impl PreparedStreams<'_> {
     /// Write both streams to our stdout and stderr in the recorded order. A closed stdout or
     /// stderr (a reader that went away) ends the replay quietly, as it would end the command.
-    pub fn write(mut self) -> io::Result<()> {
-        let mut sinks = [raw_fd_writer(1), raw_fd_writer(2)];
+    pub fn write(mut self) -> Result<(), ReplayError> {
+        let mut sinks = [FdSink(1), FdSink(2)];
         // Only a blob read from its file needs a buffer.
         let mut buf = Vec::new();
         for &c in self.chunks {
             let stream = (c & 1) as usize;
             let len = c >> 1;
-            match self.sources[stream].copy(len, &mut *sinks[stream], &mut buf) {
-                Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(()),
+            match self.sources[stream].copy(len, &mut sinks[stream], &mut buf) {
+                Err(ReplayError::Output(e)) if e.kind() == io::ErrorKind::BrokenPipe => {
+                    return Ok(());
+                }
                 other => other?,
             }
         }

@@ -38,7 +38,23 @@ pub fn run(opts: &RunOptions, root: Option<PathBuf>, cwd: &Path) -> i32 {
     // Hold a stale refresh to one process per key: a second refresher just leaves.
     let mut force = opts.force;
     let stdin_spool = if opts.stdin { Some(read_stdin()) } else { None };
-    let stdin_digest = stdin_spool.as_ref().map(|(_, d)| d.clone());
+    let stdin_digest = match &stdin_spool {
+        None => None,
+        Some((_, Ok(digest))) => Some(digest.clone()),
+        Some((file, Err(e))) => {
+            warn::once(
+                warn::CACHE,
+                format_args!("cannot read all of stdin: {e}; running without the cache"),
+            );
+            if let Some(s) = &store {
+                s.log(&Event::Error {
+                    ts: now_ms(),
+                    kind: "read".into(),
+                });
+            }
+            return run_plain(opts, cwd, file.try_clone().ok());
+        }
+    };
 
     let components = match compute_components(opts, cwd, store.as_ref(), stdin_digest) {
         Ok(c) => Some(c),
@@ -135,7 +151,12 @@ pub fn run(opts: &RunOptions, root: Option<PathBuf>, cwd: &Path) -> i32 {
     // stored the entry between our lookup and our lock (one open, on a miss only).
     let _lock = match lock::acquire(&store.lock_path(&key), opts.lock_timeout) {
         Ok(LockOutcome::Acquired(l) | LockOutcome::AcquiredAfterWait(l)) => {
-            if !force && let HitResult::Served(code) = try_hit(opts, &store, &key, cwd) {
+            // (Not after a restore conflict: the tree that is in the way is still in the way,
+            // and the entry would only be counted twice.)
+            if !force
+                && why_miss != RESTORE_CONFLICT
+                && let HitResult::Served(code) = try_hit(opts, &store, &key, cwd)
+            {
                 explain(
                     opts,
                     &components,
@@ -202,7 +223,16 @@ pub fn run(opts: &RunOptions, root: Option<PathBuf>, cwd: &Path) -> i32 {
             return e.exit_code();
         }
     };
-    let code = captured.outcome.exit_code();
+    let mut code = captured.outcome.exit_code();
+    if let Some(exec::Gap::WriteFailed(e)) = &captured.gap {
+        // Our stdout or stderr lost part of the command's output (while the command itself
+        // wrote into a pipe without error): fail as `tee` would, never exit 0 over lost output.
+        warn::once(
+            "output",
+            format_args!("cannot write the command's output: {e}"),
+        );
+        code = exec::output_failed_code(code);
+    }
     tracing::debug!(
         outcome = ?captured.outcome,
         duration_ms = captured.duration_ms,
@@ -210,8 +240,18 @@ pub fn run(opts: &RunOptions, root: Option<PathBuf>, cwd: &Path) -> i32 {
         stderr = captured.stderr.size,
         "command finished"
     );
-    match uncacheable_reason(opts, &captured) {
+    let reason = uncacheable_reason(opts, &captured).or_else(|| {
+        let changed = changed_input(opts, cwd, &store, &components)?;
+        if opts.verbose {
+            eprintln!("cachectl: {changed} changed while the command ran");
+        }
+        Some("input_changed")
+    });
+    match reason {
         Some(reason) => {
+            if opts.verbose {
+                eprintln!("cachectl: not stored ({})", uncacheable_why(reason));
+            }
             store.log(&Event::Uncacheable {
                 ts: now_ms(),
                 key: key.clone(),
@@ -282,12 +322,15 @@ fn run_plain(opts: &RunOptions, cwd: &Path, stdin: Option<File>) -> i32 {
 }
 
 /// Read all of stdin into a spool (in the system temp dir; the cache may be full or read only),
-/// hashing it. The command gets every byte in all cases.
-fn read_stdin() -> (File, String) {
+/// hashing it. The command gets every byte that could be read in all cases; the digest is
+/// `Err` when stdin failed before its end, since the key would then name an input the command
+/// did not see in full.
+fn read_stdin() -> (File, std::io::Result<String>) {
     let mut spool = Spool::for_stdin();
     let mut hasher = blake3::Hasher::new();
     let mut buf = vec![0u8; 128 * 1024];
     let mut input = std::io::stdin().lock();
+    let mut failed = None;
     loop {
         match input.read(&mut buf) {
             Ok(0) => break,
@@ -296,15 +339,32 @@ fn read_stdin() -> (File, String) {
                 spool.write(&buf[..n]);
             }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(_) => break,
+            // A stdin left non-blocking by whoever started us (the flag is theirs too): wait
+            // for more, as a blocking read would, instead of taking EAGAIN for the end.
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                if let Err(e) = exec::wait_for(0, libc::POLLIN) {
+                    failed = Some(e);
+                    break;
+                }
+            }
+            Err(e) => {
+                failed = Some(e);
+                break;
+            }
         }
     }
-    let digest = hasher.finalize().to_hex().to_string();
-    let file = spool
-        .into_file()
-        .or_else(|_| File::open("/dev/null"))
-        .expect("/dev/null can be opened");
-    (file, digest)
+    let digest = match failed {
+        None => Ok(hasher.finalize().to_hex().to_string()),
+        Some(e) => Err(e),
+    };
+    match spool.into_file() {
+        Ok(file) => (file, digest),
+        // The command cannot get its input: it must not be stored under the input's digest.
+        Err(e) => (
+            File::open("/dev/null").expect("/dev/null can be opened"),
+            Err(e),
+        ),
+    }
 }
 
 /// Resolve the program as `execvp` would: a path with `/` relative to `cwd`, else through PATH.
@@ -465,6 +525,9 @@ pub fn policy_miss<C>(opts: &RunOptions, rec: &Record<C>) -> Option<PolicyMiss> 
     }
 }
 
+/// The miss of an intact entry whose outputs the working tree keeps from being restored.
+const RESTORE_CONFLICT: &str = "outputs could not be restored";
+
 enum HitResult {
     Served(i32),
     /// Served, but older than `--stale`: refresh in the background.
@@ -512,6 +575,12 @@ fn try_hit(opts: &RunOptions, store: &Store, key: &str, cwd: &Path) -> HitResult
     let age = now_ms().saturating_sub(d.record.created_ms);
     let code = match serve(store, cwd, &d) {
         Ok(code) => code,
+        Err(e) if matches!(e.downcast_ref(), Some(replay::ReplayError::Output(_))) => {
+            // The entry is fine and part of it is already out: running the command now would
+            // write its output after that part. Fail as a command that cannot write would.
+            warn::once("output", format_args!("cannot replay the entry: {e:#}"));
+            exec::output_failed_code(d.record.exit_code)
+        }
         Err(e) => {
             let conflict = e.chain().any(|x| {
                 matches!(
@@ -529,7 +598,7 @@ fn try_hit(opts: &RunOptions, store: &Store, key: &str, cwd: &Path) -> HitResult
                     ts: now_ms(),
                     kind: "restore".into(),
                 });
-                return HitResult::Miss("outputs could not be restored");
+                return HitResult::Miss(RESTORE_CONFLICT);
             }
             warn::once(
                 warn::CACHE,
@@ -596,7 +665,7 @@ fn try_hit(opts: &RunOptions, store: &Store, key: &str, cwd: &Path) -> HitResult
 fn serve(store: &Store, cwd: &Path, d: &Decoded<IgnoredAny>) -> Result<i32> {
     let streams = replay::prepare(store, d)?;
     outputs::restore(store, cwd, &d.record.outputs)?;
-    streams.write().context("replaying output")?;
+    streams.write()?;
     Ok(d.record.exit_code)
 }
 
@@ -610,6 +679,16 @@ fn uncacheable_reason(opts: &RunOptions, c: &Captured) -> Option<&'static str> {
         Outcome::Exited(_) if opts.cache_failures => {}
         Outcome::Exited(_) => return Some("non_zero_exit"),
     }
+    match &c.gap {
+        Some(exec::Gap::ReaderGone) => return Some("reader_gone"),
+        Some(gap @ exec::Gap::ReadFailed(_)) => {
+            warn::once(warn::CACHE, format_args!("{gap}; not stored"));
+            return Some("capture_failed");
+        }
+        // Warned about (with the changed exit code) where the run ends.
+        Some(exec::Gap::WriteFailed(_)) => return Some("capture_failed"),
+        None => {}
+    }
     for s in [&c.stdout, &c.stderr] {
         if let Some(e) = &s.broken {
             warn::once(
@@ -620,6 +699,70 @@ fn uncacheable_reason(opts: &RunOptions, c: &Captured) -> Option<&'static str> {
         }
     }
     None
+}
+
+/// What of the key's inputs changed while the command ran (`input a.c`, `the executable`), if
+/// anything did. The result may then come from the new content, and storing it under the key of
+/// the old content would serve it to a later run that sees the old content: a wrong hit. The
+/// inputs are keyed again, through the stat cache: files with unchanged stat fields are not read
+/// again, files modified within its racy window are.
+fn changed_input(
+    opts: &RunOptions,
+    cwd: &Path,
+    store: &Store,
+    before: &KeyComponents,
+) -> Option<String> {
+    let after = match compute_components(opts, cwd, Some(store), before.stdin.clone()) {
+        Ok(after) => after,
+        Err(e) => return Some(format!("an input ({e:#})")),
+    };
+    if after.exe != before.exe {
+        return Some("the executable".to_owned());
+    }
+    if after.inputs == before.inputs {
+        return None;
+    }
+    // A declared output is written by design, also where it lies among the inputs (`-i .
+    // -o build`, or `-i f -o f` for a command that rewrites f): a hit restores it, so the state
+    // it leaves is the one the entry reproduces.
+    let outputs: Vec<PathBuf> = opts
+        .outputs
+        .iter()
+        .map(|o| crate::paths::normalize(o))
+        .collect();
+    let watched = |path: &String| {
+        let p = crate::paths::normalize(Path::new(&crate::paths::decode_os(path)));
+        !outputs.iter().any(|o| p.starts_with(o))
+    };
+    let changed = after
+        .inputs
+        .iter()
+        .filter(|(p, _)| watched(p))
+        .find(|(p, state)| before.inputs.get(*p) != Some(*state))
+        .or_else(|| {
+            before
+                .inputs
+                .iter()
+                .filter(|(p, _)| watched(p))
+                .find(|(p, _)| !after.inputs.contains_key(*p))
+        })?;
+    Some(format!(
+        "input {}",
+        crate::paths::display_encoded(changed.0)
+    ))
+}
+
+/// The `-v` wording of an `uncacheable_reason`.
+fn uncacheable_why(reason: &str) -> &'static str {
+    match reason {
+        "interrupted" => "interrupted",
+        "signal" => "the command died of a signal",
+        "non_zero_exit" => "non-zero exit; --cache-failures stores it",
+        "reader_gone" => "the reader of the output went away, so the capture is incomplete",
+        "capture_failed" => "the output could not be captured in full",
+        "input_changed" => "an input changed while the command ran",
+        _ => "incomplete",
+    }
 }
 
 /// Store a finished run: output blobs and stream blobs first, the record last.
@@ -667,6 +810,14 @@ fn store_result(
             .cas
             .put_reader(&store.tmp, &mut s.reader()?, level)
             .context("storing captured output")?;
+        // The record's chunk list adds up to what was captured: a spool that reads back
+        // shorter or longer would replay a different result.
+        anyhow::ensure!(
+            put.size == s.size,
+            "the captured output reads back as {} bytes, not {}",
+            put.size,
+            s.size
+        );
         bytes += put.stored_bytes;
         Ok(StreamRef {
             size: put.size,

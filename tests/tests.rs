@@ -4,6 +4,8 @@
 #[path = "integration/util.rs"]
 mod util;
 
+#[path = "integration/capture.rs"]
+mod capture;
 #[path = "integration/cli.rs"]
 mod cli;
 #[path = "integration/config.rs"]

@@ -252,19 +252,38 @@ fn env_vars_act_like_flags() {
     t.hit(t.run(&["--", "./cmd"]).env("CACHECTL_NO_CWD", "true"));
 }
 
+/// One rule for boolean env vars (docs/configuration.md, "Boolean env vars"): 1/true/t/yes/y/on
+/// and 0/false/f/no/n/off in any case; empty is unset; anything else exits 2 naming the
+/// variable, and the command does not run.
 #[test]
-fn boolean_env_vars_accept_1() {
+fn boolean_env_vars_follow_the_one_documented_rule() {
     let t = TestContext::new();
     t.counted("cmd", "echo ok");
     t.miss(t.run(&["--", "./cmd"]));
-    t.miss(t.run(&["--", "./cmd"]).env("CACHECTL_FORCE", "1"))
-        .success();
+    for yes in ["1", "true", "TRUE", "t", "yes", "Y", "on", "On"] {
+        t.miss(t.run(&["--", "./cmd"]).env("CACHECTL_FORCE", yes))
+            .success();
+    }
+    for no in ["0", "false", "f", "no", "N", "off", "OFF", ""] {
+        t.hit(t.run(&["--", "./cmd"]).env("CACHECTL_FORCE", no))
+            .success();
+    }
     t.miss(
         t.run(&["--", "./cmd"])
-            .env("CACHECTL_NO_STORE", "1")
+            .env("CACHECTL_NO_STORE", "yes")
             .env("CACHECTL_SALT", "x"),
     );
     t.miss(t.run(&["--", "./cmd"]).env("CACHECTL_SALT", "x"));
+    for name in ["CACHECTL_FORCE", "CACHECTL_VERBOSE", "CACHECTL_NO_CWD"] {
+        let before = t.count();
+        let a = t.run(&["--", "./cmd"]).env(name, "maybe").assert().code(2);
+        let err = stderr_of(&a);
+        assert!(
+            err.contains(&format!("{name}=maybe is not a boolean")) && err.contains("yes/no"),
+            "{err}"
+        );
+        assert_eq!(t.count(), before, "the command ran after a usage error");
+    }
 }
 
 #[test]

@@ -9,7 +9,7 @@
 //! new inputs every time), and `FUZZ_SCALE=<k>` runs k times the cases (the watchdog allows
 //! 120 s per property, times k). Nothing is persisted to disk.
 //!
-//! Tests marked `#[ignore = "BUG: ..."]` found a cachectl bug (see docs/reliability.md).
+//! Properties that found a cachectl bug (docs/reliability.md, BUG-9 and BUG-10) run like the rest.
 
 use cachectl::config::{Config, RunOptions, Source};
 use cachectl::key::{ExeCheck, ExeIdentity, InputKind, InputState, KeyComponents};

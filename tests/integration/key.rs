@@ -1,6 +1,7 @@
 //! Hit or miss for each component of the key, proven by counting real runs.
 
 use crate::util::*;
+use std::time::Duration;
 
 #[test]
 fn same_command_twice_is_a_hit() {
@@ -309,4 +310,113 @@ fn declared_outputs_are_keyed() {
     // An entry without out.txt cannot satisfy a run that expects out.txt restored.
     t.miss(t.run(&["-o", "out.txt", "--", "./cmd"]));
     t.hit(t.run(&["-o", "out.txt", "--", "./cmd"]));
+}
+
+/// One policy for both walks (issue 12): an input that cannot be read (a directory without
+/// read or search permission) is never left out of the key. The run warns once, runs the
+/// command uncached, and stores nothing. Runs as `nobody` when the tests run as root (root
+/// reads everything), else as the current user. Before the fix the glob walk skipped the
+/// unreadable directory silently: the run was stored, and a changed `private/b.h` still hit.
+#[test]
+fn an_unreadable_input_is_never_left_out_of_the_key() {
+    use std::os::unix::process::CommandExt;
+    let t = TestContext::new();
+    let as_root = t.is_root();
+    let nobody = 65534;
+    t.write("src/a.h", "a");
+    t.write("src/private/b.h", "b");
+    t.write("src/sealed/deep/c.h", "c");
+    t.counted("cmd", "cat src/a.h");
+    // Readable by the unprivileged user: the tree, and a cache and counter of its own.
+    set_mode(&t.root, 0o755);
+    let cache = t.root.join("own-cache");
+    std::fs::create_dir(&cache).unwrap();
+    std::fs::write(&t.counter, "").unwrap();
+    set_mode(&t.counter, 0o666);
+    if as_root {
+        std::os::unix::fs::chown(&cache, Some(nobody), Some(nobody)).unwrap();
+    }
+    set_mode(&t.work.join("src/private"), 0o000); // no listing, no search
+    set_mode(&t.work.join("src/sealed"), 0o600); // listing, no search
+    let run = |pattern: &str| {
+        let mut r = t
+            .run(&["-v", "-i", pattern, "--", "./cmd"])
+            .env("CACHECTL_DIR", &cache);
+        if as_root {
+            r.cmd.uid(nobody).gid(nobody);
+        }
+        r
+    };
+    for pattern in [
+        "src",
+        "src/**/*.h",
+        "src/*/*.h",
+        "src/*/deep/*.h",
+        "src/sealed/deep/*.h",
+    ] {
+        for _ in 0..2 {
+            let a = t.miss(run(pattern)).success().stdout("a");
+            let err = stderr_of(&a);
+            let w = warnings(&err);
+            assert_eq!(w.len(), 1, "-i {pattern}: {err}");
+            assert!(
+                w[0].contains("Permission denied") && w[0].contains("without the cache"),
+                "-i {pattern}: {err}"
+            );
+        }
+    }
+    // A readable glob next to them is cached as usual.
+    t.miss(run("src/*.h")).success();
+    t.hit(run("src/*.h")).success();
+    set_mode(&t.work.join("src/private"), 0o755);
+    set_mode(&t.work.join("src/sealed"), 0o755);
+}
+
+/// An input that changes while the command runs (an editor saving during a build): the result
+/// may come from the new content, so it must not be stored under the key of the old one.
+/// Before the fix it was, and a later run on the old content hit and printed the new one.
+#[test]
+fn a_result_is_not_stored_when_an_input_changes_while_the_command_runs() {
+    let t = TestContext::new();
+    t.write("in.txt", "one\n");
+    let started = t.root.join("started");
+    let go = t.root.join("go");
+    t.counted(
+        "cmd",
+        &format!(
+            "touch '{}'\nwhile [ ! -e '{}' ]; do sleep 0.01; done\ncat in.txt",
+            started.display(),
+            go.display()
+        ),
+    );
+    let run = || t.run(&["-v", "-i", "in.txt", "--", "./cmd"]);
+    let (child, _) = run().spawn();
+    wait_until(Duration::from_secs(30), "the command to start", || {
+        started.exists()
+    });
+    t.write("in.txt", "two\n");
+    std::fs::write(&go, "").unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "two\n", "{err}");
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("input in.txt changed while the command ran") && err.contains("not stored"),
+        "{err}"
+    );
+    // Back to the content the first key was computed from: a miss with the right output.
+    t.write("in.txt", "one\n");
+    t.miss(run()).success().stdout("one\n");
+    t.hit(run()).success().stdout("one\n");
+    let s = crate::manage::json(t.cachectl(&["stats", "--json"]));
+    assert_eq!(s["uncacheable"]["input_changed"], 1, "{s}");
+
+    // Declared outputs among the inputs are written by design, not changes: a first run in a
+    // clean tree (`-i . -o out`) is stored, and hits once `out` is gone again.
+    t.counted("gen", "mkdir -p out; cat in.txt > out/copy");
+    let gen_run = || t.run(&["-i", ".", "-o", "out", "--", "./gen"]);
+    t.miss(gen_run()).success();
+    std::fs::remove_dir_all(t.work.join("out")).unwrap();
+    t.hit(gen_run()).success();
+    assert_eq!(t.read("out/copy"), b"one\n");
 }

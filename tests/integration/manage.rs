@@ -408,3 +408,30 @@ fn management_commands_on_an_empty_cache() {
     t.cachectl(&["ls"]).assert().success();
     t.cachectl(&["stats"]).assert().success();
 }
+
+/// docs/commands.md: on a cache that does not exist yet, every management command reports an
+/// empty cache (or no entry) and creates nothing: a typo in CACHECTL_DIR must not leave an
+/// empty cache behind.
+#[test]
+fn management_commands_on_a_missing_cache_create_nothing() {
+    let t = TestContext::new();
+    let cases: [(&[&str], i32, &str); 10] = [
+        (&["ls"], 0, "No entries."),
+        (&["ls", "--json"], 0, "[]"),
+        (&["stats"], 0, "Hits             0 of 0"),
+        (&["stats", "--json"], 0, "\"hits\": 0"),
+        (&["gc"], 0, "nothing to collect"),
+        (&["gc", "--max-size", "1K", "--dry-run"], 0, ""),
+        (&["invalidate", "--all"], 0, "Removed 0 entries"),
+        (&["verify"], 0, "0 problems"),
+        (&["show", "abcd"], 1, ""),
+        (&["explain", "--", "true"], 0, "miss: no entry"),
+    ];
+    for (args, code, says) in cases {
+        let out = t.cachectl(args).output();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {out:?}");
+        assert!(stdout.contains(says), "{args:?}: {stdout}");
+        assert!(!t.cache.exists(), "{args:?} created {}", t.cache.display());
+    }
+}

@@ -343,3 +343,54 @@ fn stored_failure_is_served_only_with_cache_failures() {
     t.miss(t.run(&["--", "./cmd"])).code(3);
     t.hit(t.run(&["--cache-failures", "--", "./cmd"])).code(3);
 }
+
+/// docs/run.md, "When the working tree is in the way": an intact entry whose outputs cannot be
+/// restored because of the working tree (a directory where the output file goes, a symlinked
+/// directory leading outside) is kept. The run warns once, runs the command, and once nothing
+/// is in the way the next run hits. Each blocked run counts one `restore` error in stats.
+/// (Before, an entry blocked by a symlinked directory was dropped, and counted twice.)
+#[test]
+fn an_entry_blocked_by_the_working_tree_is_kept_and_hits_once_the_tree_is_clear() {
+    let t = TestContext::new();
+    let outside = t.root.join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    t.counted(
+        "mk",
+        "set -e\nmkdir -p dist\necho built > dist/app\necho done",
+    );
+    let run = || t.run(&["-o", "dist/app", "--", "./mk"]);
+    t.miss(run()).success().stdout("done\n");
+    let blockers: [(&str, &dyn Fn()); 2] = [
+        ("a directory at the output's path", &|| {
+            std::fs::remove_file(t.work.join("dist/app")).unwrap();
+            t.write("dist/app/keep", "mine");
+        }),
+        ("a symlinked directory leading outside", &|| {
+            std::fs::remove_dir_all(t.work.join("dist")).unwrap();
+            std::os::unix::fs::symlink(&outside, t.work.join("dist")).unwrap();
+        }),
+    ];
+    for (n, (what, block)) in blockers.iter().enumerate() {
+        block();
+        let a = t.miss(run());
+        let err = stderr_of(&a);
+        let w = warnings(&err);
+        assert!(
+            !w.is_empty() && w[0].contains("cannot restore the outputs"),
+            "{what}: {err}"
+        );
+        assert!(!err.contains("dropped"), "{what}: {err}");
+        let s = crate::manage::json(t.cachectl(&["stats", "--json"]));
+        assert_eq!(s["errors"]["restore"], n as u64 + 1, "{what}: {s}");
+        // Clear the way: the kept entry hits and restores the file.
+        let dist = t.work.join("dist");
+        if dist.is_symlink() {
+            std::fs::remove_file(&dist).unwrap();
+        } else {
+            std::fs::remove_dir_all(&dist).unwrap();
+        }
+        t.hit(run()).success().stdout("done\n");
+        assert_eq!(t.read("dist/app"), b"built\n", "{what}");
+    }
+    assert_eq!(t.count(), 3, "one first run and one per blocked run");
+}
