@@ -68,6 +68,9 @@ pub enum RunOnly {
 }
 
 mod fast;
+pub mod units;
+
+use units::{parse_duration_flag as parse_duration, parse_size};
 
 /// Parse the process's command line (the fast paths for `run`: [`fast`], then [`RunCli`]). Returns the
 /// command and whether `--dir` came from `CACHECTL_DIR`.
@@ -87,8 +90,6 @@ pub fn parse() -> (Cli, bool) {
         Ok(m) => m,
         Err(e) => exit_with(e),
     };
-    // The definitions are not needed any more, and freeing them is pure cost before exit.
-    std::mem::forget(cmd);
     let dir_from_env = matches.value_source("dir") == Some(ValueSource::EnvVariable);
     let cli = if fast {
         RunCli::from_arg_matches_mut(&mut matches).map(|r| Cli {
@@ -100,7 +101,6 @@ pub fn parse() -> (Cli, bool) {
     } else {
         Cli::from_arg_matches_mut(&mut matches)
     };
-    std::mem::forget(matches);
     match cli {
         Ok(cli) => (cli, dir_from_env),
         Err(e) => exit_with(e),
@@ -135,8 +135,16 @@ fn exit_with(e: clap::Error) -> ! {
         e.kind(),
         ErrorKind::InvalidValue | ErrorKind::ValueValidation
     ) {
+        // The flag clap names (`--force`), when the bad value is a variable's.
+        let flag = match e.get(clap::error::ContextKind::InvalidArg) {
+            Some(clap::error::ContextValue::String(arg)) => arg.clone(),
+            _ => String::new(),
+        };
         for name in BOOL_ENV {
-            if let Some(v) = std::env::var_os(name)
+            let own_flag =
+                format!("--{}", name["CACHECTL_".len()..].to_ascii_lowercase()).replace('_', "-");
+            if flag.contains(&own_flag)
+                && let Some(v) = std::env::var_os(name)
                 && !v.is_empty()
                 && !is_boolish(&v)
             {
@@ -234,10 +242,6 @@ fn os_path() -> impl clap::builder::TypedValueParser<Value = String> {
     clap::builder::OsStringValueParser::new().map(|s| crate::paths::encode_os(&s))
 }
 
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 90s, 2h, 7d)"))
-}
-
 /// Options of `run` (and, later, of `explain` and `warm`).
 #[derive(Args, Debug, Clone, Default, PartialEq)]
 pub struct RunArgs {
@@ -314,10 +318,6 @@ pub struct RunArgs {
     /// The command and its arguments (after `--`)
     #[arg(required = true, trailing_var_arg = true, value_name = "COMMAND")]
     pub command: Vec<OsString>,
-}
-
-fn parse_size(s: &str) -> Result<u64, String> {
-    crate::config::parse_size(s)
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, Default)]

@@ -12,6 +12,7 @@
 //! decides what gets cached and replayed.
 
 use crate::cli::RunArgs;
+use crate::cli::units::{parse_duration, parse_size};
 use crate::cmdline::CommandPattern;
 use crate::error::usage;
 use crate::key::ExeCheck;
@@ -195,22 +196,6 @@ struct RawFile {
     cwd: Option<Spanned<bool>>,
     #[serde(default)]
     rule: Vec<Spanned<RawRule>>,
-}
-
-/// Parse a size: a bare number of bytes, or `500MiB`, `5G`, `1.5 GB`.
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    if let Ok(n) = t.parse::<u64>() {
-        return Ok(n);
-    }
-    t.parse::<bytesize::ByteSize>()
-        .map(|b| b.as_u64())
-        .map_err(|_| format!("invalid size `{s}` (examples: 500MiB, 5G, 1048576)"))
-}
-
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s.trim())
-        .map_err(|e| format!("invalid duration `{s}`: {e} (examples: 90s, 2h, 7d)"))
 }
 
 /// Turns spans into `file:line` sources and located usage errors.

@@ -11,6 +11,7 @@
 //! and are not sent twice. Either way the run is marked interrupted and never stored. A child that
 //! dies of signal N makes cachectl exit 128+N.
 
+use crate::stdio::FdSink;
 use crate::store::fsutil::TempFile;
 use std::ffi::OsString;
 use std::fs::File;
@@ -144,11 +145,13 @@ impl Spool {
         }
     }
 
-    /// Everything as a file positioned at 0, for feeding a child's stdin. A spool whose disk
-    /// failed (only possible with `never_drop`) is written to a pipe fed from memory instead.
+    /// Everything as a file positioned at 0, for feeding a child's stdin. Where the disk
+    /// failed (only possible with `never_drop`) or no temp file can be made (TMPDIR missing,
+    /// full, read only), the bytes go to an anonymous memory file, or as a last resort to a
+    /// pipe fed from memory.
     pub fn into_file(mut self) -> io::Result<File> {
         if self.broken.is_some() {
-            return self.into_pipe();
+            return self.into_memory();
         }
         if self.file.is_none() {
             let dir = self.dir.clone().unwrap_or_else(std::env::temp_dir);
@@ -158,15 +161,40 @@ impl Spool {
             });
             match made {
                 Ok(t) => self.file = Some(t),
-                // No usable temp dir (TMPDIR missing, full, read only): every byte is still
-                // in memory, and the command gets them all through a pipe.
-                Err(_) => return self.into_pipe(),
+                Err(_) => return self.into_memory(),
             }
         }
         let t = self.file.take().expect("file");
         let mut f = t.file.try_clone()?;
         f.rewind()?;
         Ok(f) // `t` drops here and unlinks the path; the open descriptor keeps the data.
+    }
+
+    /// All bytes (what reached the file, then what stayed in memory) in a `memfd`: a regular
+    /// file in memory, seekable and complete before the command starts, so that a copy handed
+    /// to a background refresh outlives this process. A pipe where that is not possible.
+    fn into_memory(mut self) -> io::Result<File> {
+        #[cfg(target_os = "linux")]
+        {
+            // SAFETY: a NUL-terminated name; the flags are valid.
+            let fd = unsafe { libc::memfd_create(c"cachectl-stdin".as_ptr(), libc::MFD_CLOEXEC) };
+            if fd >= 0 {
+                // SAFETY: memfd_create returned a new descriptor that nothing else owns.
+                let mut f = unsafe { File::from_raw_fd(fd) };
+                let filled = (|| {
+                    if let Some(t) = &mut self.file {
+                        t.file.rewind()?;
+                        io::copy(&mut (&t.file).take(self.on_disk), &mut f)?;
+                    }
+                    f.write_all(&self.mem)?;
+                    f.rewind()
+                })();
+                if filled.is_ok() {
+                    return Ok(f);
+                }
+            }
+        }
+        self.into_pipe()
     }
 }
 
@@ -218,8 +246,8 @@ pub enum Gap {
     /// command's pipe so that it sees EPIPE as it would have without cachectl, and from then on
     /// it ran with a closed stream, not as it runs when it is cached.
     ReaderGone,
-    /// cachectl's stdout or stderr failed otherwise (a full disk behind `> file`): the
-    /// command's pipe was closed the same way.
+    /// cachectl's stdout or stderr failed otherwise (a full disk behind `> file`): the rest of
+    /// what the command wrote to it was read and dropped.
     WriteFailed(io::Error),
     /// Reading the command's pipe, or waiting for it, failed: the rest of its output is unknown.
     ReadFailed(io::Error),
@@ -401,57 +429,6 @@ pub fn run_captured(
     })
 }
 
-/// Our own stdout (fd 1) or stderr (fd 2), unbuffered, never closed.
-///
-/// A descriptor opened non-blocking by whoever started cachectl (the flag belongs to the open
-/// file, which we share with them) is waited on with `poll` when it is full, as a blocking
-/// write would wait: EAGAIN is never a reason to cut output short.
-#[derive(Debug, Clone, Copy)]
-pub struct FdSink(pub RawFd);
-
-impl Write for FdSink {
-    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        loop {
-            // SAFETY: data points to data.len() readable bytes; fds 1 and 2 stay open for the
-            // life of the process (std and our entry point guarantee it).
-            let n = unsafe { libc::write(self.0, data.as_ptr().cast(), data.len()) };
-            if n >= 0 {
-                return Ok(n as usize);
-            }
-            let e = io::Error::last_os_error();
-            match e.kind() {
-                io::ErrorKind::Interrupted => {}
-                io::ErrorKind::WouldBlock => wait_for(self.0, libc::POLLOUT)?,
-                _ => return Err(e),
-            }
-        }
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-/// Block until `fd` is ready for `events` (or has an error or hang-up to report, which the
-/// next read or write then returns).
-pub fn wait_for(fd: RawFd, events: libc::c_short) -> io::Result<()> {
-    let mut pfd = libc::pollfd {
-        fd,
-        events,
-        revents: 0,
-    };
-    loop {
-        // SAFETY: one initialised pollfd.
-        if unsafe { libc::poll(&mut pfd, 1, -1) } >= 0 {
-            return Ok(());
-        }
-        let e = io::Error::last_os_error();
-        if e.kind() != io::ErrorKind::Interrupted {
-            return Err(e);
-        }
-    }
-}
-
 /// Read both pipes until both close, teeing and spooling each chunk in arrival order. Returns
 /// why the capture ended before the command's output did, if it did.
 fn pump(
@@ -465,6 +442,8 @@ fn pump(
         Some(File::from(std::os::fd::OwnedFd::from(err_pipe))),
     ];
     let mut gap = None;
+    // Whether cachectl's stdout / stderr still take what the command writes.
+    let mut sink_ok = [true, true];
     let mut buf = vec![0u8; 64 * 1024];
     while pipes.iter().any(Option::is_some) {
         let mut fds: Vec<libc::pollfd> = Vec::with_capacity(2);
@@ -505,15 +484,21 @@ fn pump(
                         Some(last) if (*last & 1) as usize == i => *last += (n as u64) << 1,
                         _ => chunks.push(((n as u64) << 1) | i as u64),
                     }
-                    if let Err(e) = FdSink(1 + i as RawFd).write_all(data) {
-                        // Our reader went away (e.g. `| head`). Close the child's pipe so it
-                        // sees EPIPE/SIGPIPE exactly as it would have without cachectl.
-                        pipes[i] = None;
-                        gap.get_or_insert(if e.kind() == io::ErrorKind::BrokenPipe {
-                            Gap::ReaderGone
+                    if sink_ok[i]
+                        && let Err(e) = FdSink(1 + i as RawFd).write_all(data)
+                    {
+                        sink_ok[i] = false;
+                        if e.kind() == io::ErrorKind::BrokenPipe {
+                            // Our reader went away (e.g. `| head`). Close the child's pipe so
+                            // it sees EPIPE/SIGPIPE exactly as it would have without cachectl.
+                            pipes[i] = None;
+                            gap.get_or_insert(Gap::ReaderGone);
                         } else {
-                            Gap::WriteFailed(e)
-                        });
+                            // Our stdout failed otherwise (a full disk): the command cannot see
+                            // that error through a pipe, and SIGPIPE would kill it for a cause
+                            // it never had. Let it finish; what it writes is dropped.
+                            gap.get_or_insert(Gap::WriteFailed(e));
+                        }
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

@@ -7,8 +7,9 @@
 //! | module | owns |
 //! |---|---|
 //! | [`config`] | every settings source (flags, `CACHECTL_*`, `cachectl.toml`, user config) → one `Config` |
-//! | [`key`] / [`inputs`] | the canonical key components and their blake3 key; walking and hashing inputs |
+//! | [`key`] | the canonical key components and their blake3 key; computing them: walking, globbing and hashing inputs through the stat cache; describing them for `explain` |
 //! | [`store`] | the local store: records, blobs, locks, the usage journal |
+//! | [`run`] | one `cachectl run`: lookup, replay, lock, run, store, remote calls, policies |
 //! | [`exec`] | spawning the command, capturing its streams live, forwarding signals |
 //! | [`replay`] / [`outputs`] | writing stored streams back; collecting and restoring output files |
 
@@ -19,8 +20,6 @@ pub mod commands;
 pub mod config;
 pub mod error;
 pub mod exec;
-pub mod glob;
-pub mod inputs;
 pub mod key;
 pub mod located;
 pub mod log;
@@ -29,8 +28,8 @@ pub mod outputs;
 pub mod paths;
 pub mod remote;
 pub mod replay;
-pub mod runner;
-pub mod statcache;
+pub mod run;
+pub mod stdio;
 pub mod store;
 pub mod ui;
 pub mod warm;

@@ -4,7 +4,7 @@
 //! before the first byte is written, then decompressed chunk by chunk, so nothing large is held
 //! in memory and a corrupt blob turns into a miss rather than into garbage on the terminal.
 
-use crate::exec::FdSink;
+use crate::stdio::FdSink;
 use crate::store::Store;
 use crate::store::cas::{BlobError, BlobReader};
 use crate::store::record::Decoded;

@@ -17,7 +17,7 @@ static SEEN: Mutex<Option<HashSet<&'static str>>> = Mutex::new(None);
 pub fn once(cause: &'static str, msg: impl std::fmt::Display) {
     let mut seen = SEEN.lock().unwrap_or_else(|e| e.into_inner());
     if seen.get_or_insert_with(HashSet::new).insert(cause) {
-        eprintln!("cachectl: warning: {msg}");
+        crate::note!("cachectl: warning: {msg}");
     }
 }
 

@@ -32,7 +32,7 @@ pub fn run(dir: Option<(PathBuf, Source)>, args: &ExplainArgs) -> Result<i32> {
         println!("Rule:    {r}");
     }
     println!("Components:");
-    for line in crate::manage::explain::describe_components(&e.key_components, &e.command) {
+    for line in crate::key::describe::describe_components(&e.key_components, &e.command) {
         println!("{line}");
     }
     match &e.closest {

@@ -10,7 +10,7 @@ pub fn run(dir: Option<(PathBuf, Source)>, args: &RunArgs) -> Result<i32> {
     crate::exec::install_forwarding();
     let (cwd, cfg) = super::load(dir)?;
     let opts = RunOptions::resolve(args, &cfg)?;
-    let code = crate::runner::run(&opts, cfg.dir.value, &cwd);
+    let code = crate::run::run(&opts, cfg.dir.value, &cwd);
     // A SIGINT/SIGTERM during a hit (no child to pass it to) still ends us as it would have
     // ended the command.
     Ok(crate::exec::unhandled_signal().map_or(code, |sig| 128 + sig))

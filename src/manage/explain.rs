@@ -62,7 +62,12 @@ pub fn explain(
     } else {
         None
     };
-    let now = crate::runner::compute_components(opts, cwd, store, stdin)?;
+    let now = crate::key::compute::compute_components(
+        opts,
+        cwd,
+        &crate::store::StoreStatCaches(store),
+        stdin,
+    )?;
     let key = now.key();
     let (hit, verdict) = match store.map(|s| s.lookup(&key)).transpose()? {
         None | Some(Lookup::Missing) => (false, "miss: no entry for this key".to_owned()),
@@ -72,7 +77,7 @@ pub fn explain(
         ),
         Some(Lookup::Found(d)) => {
             let age = now_ms().saturating_sub(d.record.created_ms);
-            if let Some(why) = crate::runner::policy_miss(opts, &d.record) {
+            if let Some(why) = crate::run::policy::policy_miss(opts, &d.record) {
                 (false, format!("miss: {why}"))
             } else if opts.stale.is_some_and(|s| age > s.as_millis() as u64) {
                 (
@@ -336,57 +341,6 @@ pub fn diff(stored: &KeyComponents, now: &KeyComponents) -> Vec<Difference> {
             _ => "stdin was keyed (--stdin), now it is not",
         };
         out.push(d("stdin", None, msg.into()));
-    }
-    out
-}
-
-/// Human lines describing each component: name, digest prefix, detail (and one line per env var
-/// and input below). Shared by `run --explain` and `explain`.
-pub fn describe_components(c: &KeyComponents, command_line: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    for (name, digest) in c.component_digests() {
-        let detail = match name {
-            "namespace" => c.namespace.clone(),
-            "salt" => format!("{:?}", c.salt),
-            "argv" => command_line.to_owned(),
-            "cwd" => c
-                .cwd
-                .as_deref()
-                .map(display_encoded)
-                .unwrap_or_else(|| "(not keyed: --no-cwd)".into()),
-            "exe" => match &c.exe {
-                Some(e) => format!("{} ({})", display_encoded(&e.path), e.check.as_str()),
-                None => "(not found)".into(),
-            },
-            "env" => format!("{} variable(s)", c.env.len()),
-            "inputs" => format!("{} path(s)", c.inputs.len()),
-            "outputs" => format!("{} declared", c.outputs.len()),
-            "stdin" if c.stdin.is_some() => "hashed (--stdin)".into(),
-            "stdin" => "(not keyed: /dev/null)".into(),
-            _ => String::new(),
-        };
-        out.push(format!("  {name:<9} {}  {detail}", &digest[..12]));
-        if name == "env" {
-            for (k, v) in &c.env {
-                let v = v.as_deref().map(|d| &d[..12]).unwrap_or("unset");
-                out.push(format!("      {} = {v}", display_encoded(k)));
-            }
-        }
-        if name == "inputs" {
-            for (p, st) in &c.inputs {
-                let digest = if st.digest.is_empty() {
-                    "-"
-                } else {
-                    &st.digest[..12]
-                };
-                let kind = format!("{:?}", st.kind).to_lowercase();
-                let exec = if st.exec { " +x" } else { "" };
-                out.push(format!(
-                    "      {kind:<7} {digest:<12}{exec}  {}",
-                    display_encoded(p)
-                ));
-            }
-        }
     }
     out
 }

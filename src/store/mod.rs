@@ -5,7 +5,7 @@
 //! ├── CACHEDIR.TAG, .gitignore   so backup tools and git leave the cache alone
 //! ├── ac-v1/ab/<key>             one record per key (record.rs), checksummed
 //! ├── cas-v1/ab/<digest>         zstd blobs named by blake3 of their content (cas.rs)
-//! ├── stat-v1/ab/<id>            stat caches for input patterns and executables (statcache.rs)
+//! ├── stat-v1/ab/<id>            stat caches for input patterns and executables (key/statcache.rs)
 //! ├── locks-v1/ab/<key>          per-key flock files (lock.rs)
 //! ├── tmp/                       temp files, renamed into place (same filesystem)
 //! ├── journal-v1.log             appended usage events (journal.rs)
@@ -31,8 +31,8 @@ pub mod journal;
 pub mod lock;
 pub mod record;
 
-use crate::inputs::StatCacheDir;
 use crate::key::KeyComponents;
+use crate::key::inputs::StatCacheDir;
 use anyhow::{Context, Result, bail};
 use cas::Cas;
 use fsutil::fanout;
@@ -266,20 +266,15 @@ impl Store {
         let _ = fsutil::write_atomic(&self.ledger_path(), &self.tmp, &total.to_le_bytes());
     }
 
-    /// Append a usage event; a failure is worth one warning, never an error. Returns whether
-    /// the journal has grown past [`journal::FOLD_THRESHOLD`] and should be folded.
-    pub fn log(&self, event: &journal::Event) -> bool {
+    /// Append a usage event. Returns whether the journal has grown past
+    /// [`journal::FOLD_THRESHOLD`] and should be folded. A store that was never created (a
+    /// `--no-store` lookup on an empty cache) has nothing to record usage against: `Ok(false)`.
+    pub fn log(&self, event: &journal::Event) -> io::Result<bool> {
         match journal::append(&self.journal, event) {
-            Ok(len) => return len > journal::FOLD_THRESHOLD,
-            // The store was never created (a --no-store lookup on an empty cache): nothing to
-            // record usage against.
-            Err(e) if e.kind() == io::ErrorKind::NotFound && !self.root.exists() => {}
-            Err(e) => crate::warn::once(
-                crate::warn::CACHE,
-                format_args!("cannot record usage in {}: {e}", self.journal.display()),
-            ),
+            Ok(len) => Ok(len > journal::FOLD_THRESHOLD),
+            Err(e) if e.kind() == io::ErrorKind::NotFound && !self.root.exists() => Ok(false),
+            Err(e) => Err(e),
         }
-        false
     }
 }
 

@@ -14,7 +14,8 @@
 //! the same directory.
 
 use crate::cli::RunArgs;
-use crate::config::{Config, RunOptions, Source, parse_duration};
+use crate::cli::units::parse_duration;
+use crate::config::{Config, RunOptions, Source};
 use crate::error::usage;
 use crate::located::TomlFile;
 use anyhow::Result;
@@ -180,7 +181,7 @@ pub fn load(path: &Path, configs: &mut Configs) -> Result<Manifest> {
         let stale = duration(&c.stale, "stale")?;
         let matches: Vec<Option<String>> = match &c.for_each {
             None => vec![None],
-            Some(pattern) => crate::inputs::glob_paths(&cwd, pattern.get_ref())
+            Some(pattern) => crate::key::inputs::glob_paths(&cwd, pattern.get_ref())
                 .map_err(|e| file.error(pattern.span().start, &format!("`for_each`: {e:#}")))?
                 .into_iter()
                 .map(|p| Some(p.to_string_lossy().into_owned()))

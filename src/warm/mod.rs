@@ -15,8 +15,9 @@ pub mod history;
 pub mod manifest;
 
 use crate::exec;
-use crate::runner::{compute_components, policy_miss};
-use crate::store::{Lookup, Store};
+use crate::key::compute::compute_components;
+use crate::run::policy::policy_miss;
+use crate::store::{Lookup, Store, StoreStatCaches};
 use manifest::WarmCommand;
 use serde::Serialize;
 use std::collections::{HashMap, VecDeque};
@@ -85,7 +86,7 @@ impl WarmReport {
 }
 
 fn key_of(store: &Store, c: &WarmCommand) -> anyhow::Result<(String, bool)> {
-    let components = compute_components(&c.opts, &c.cwd, Some(store), None)?;
+    let components = compute_components(&c.opts, &c.cwd, &StoreStatCaches(Some(store)), None)?;
     let key = components.key();
     let cached = match store.lookup_for_hit(&key)? {
         Lookup::Found(d) => policy_miss(&c.opts, &d.record).is_none(),
@@ -366,7 +367,8 @@ fn results_template(c: &WarmCommand, ms: u64, code: i32) -> CommandResult {
 
 /// The command's key after it ran, and the (created, duration) of the entry stored under it.
 fn key_after(store: &Store, c: &WarmCommand) -> Option<(String, Option<(u64, u64)>)> {
-    let components = compute_components(&c.opts, &c.cwd, Some(store), None).ok()?;
+    let components =
+        compute_components(&c.opts, &c.cwd, &StoreStatCaches(Some(store)), None).ok()?;
     let key = components.key();
     let entry = match store.lookup_for_hit(&key) {
         Ok(Lookup::Found(d)) => Some((d.record.created_ms, d.record.duration_ms)),

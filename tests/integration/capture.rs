@@ -10,9 +10,18 @@ use std::process::Stdio;
 use std::time::Duration;
 
 /// A script that survives a closed stdout (as Python, Go and many long-running tools do): it
-/// ignores SIGPIPE, prints one line, waits, then 5000 more lines, and exits 0.
-const SURVIVES_EPIPE: &str = "trap '' PIPE\necho 'line 1'; sleep 0.3\n\
-    i=2; while [ $i -le 5000 ]; do echo \"line $i\" 2>/dev/null; i=$((i+1)); done\nexit 0";
+/// ignores SIGPIPE, prints one line, waits until `go` exists (the test creates it once it has
+/// closed its reader), then prints 5000 more lines, and exits 0.
+fn survives_epipe(t: &TestContext, name: &str, go: &std::path::Path) {
+    t.counted(
+        name,
+        &format!(
+            "trap '' PIPE\necho 'line 1'\nwhile [ ! -e '{}' ]; do sleep 0.01; done\n\
+             i=2; while [ $i -le 5000 ]; do echo \"line $i\" 2>/dev/null; i=$((i+1)); done\nexit 0",
+            go.display()
+        ),
+    );
+}
 
 fn uncacheable(t: &TestContext, reason: &str) -> u64 {
     let s = json(t.cachectl(&["stats", "--json"]));
@@ -36,7 +45,8 @@ fn set_nonblocking(fd: &impl AsRawFd) {
 #[test]
 fn a_capture_cut_short_by_a_closed_reader_is_never_stored() {
     let t = TestContext::new();
-    t.counted("lines", SURVIVES_EPIPE);
+    let go = t.root.join("go");
+    survives_epipe(&t, "lines", &go);
     let mut run = t.run(&["--", "./lines"]).cmd;
     run.stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -46,8 +56,9 @@ fn a_capture_cut_short_by_a_closed_reader_is_never_stored() {
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut first)
         .unwrap();
-    // The reader is dropped here, as `head -n 1` exits.
+    // The reader is dropped here, as `head -n 1` exits; then the script writes on.
     assert_eq!(first, "line 1\n");
+    std::fs::write(&go, "").unwrap();
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(0), "the command's own exit code");
     assert_eq!(t.count(), 1);
@@ -66,10 +77,14 @@ fn a_capture_cut_short_by_a_closed_reader_is_never_stored() {
 #[test]
 fn a_closed_reader_of_stderr_is_never_stored_either() {
     let t = TestContext::new();
+    let go = t.root.join("go");
     t.counted(
         "errlines",
-        "trap '' PIPE\necho first >&2; sleep 0.3\n\
-         i=0; while [ $i -lt 3000 ]; do echo \"err $i\" >&2 2>/dev/null; i=$((i+1)); done",
+        &format!(
+            "trap '' PIPE\necho first >&2\nwhile [ ! -e '{}' ]; do sleep 0.01; done\n\
+             i=0; while [ $i -lt 3000 ]; do echo \"err $i\" >&2 2>/dev/null; i=$((i+1)); done",
+            go.display()
+        ),
     );
     let (mut reader, writer) = std::io::pipe().unwrap();
     let mut run = t.run(&["--", "./errlines"]).cmd;
@@ -82,6 +97,7 @@ fn a_closed_reader_of_stderr_is_never_stored_either() {
     reader.read_exact(&mut head).unwrap();
     assert_eq!(&head, b"first\n");
     drop(reader);
+    std::fs::write(&go, "").unwrap();
     assert_eq!(child.wait().unwrap().code(), Some(0));
 
     let a = t.miss(t.run(&["--", "./errlines"])).success();
@@ -223,4 +239,70 @@ fn stdin_reaches_the_command_when_the_temp_dir_is_unusable() {
     t.hit(t.run(&["--stdin", "--", "./upper"]).stdin("hello\n"))
         .success()
         .stdout("HELLO\n");
+}
+
+/// A command that keeps writing after cachectl's stdout failed (`seq 100000 > /dev/full`): it
+/// must not be killed by a SIGPIPE it never had cause for; the run exits 1 (as the command alone
+/// does), counted as `capture_failed`, not `signal`.
+#[test]
+fn a_command_writing_on_after_stdout_failed_is_not_killed() {
+    let t = TestContext::new();
+    t.counted(
+        "many",
+        "i=0; while [ $i -lt 20000 ]; do echo \"line $i\"; i=$((i+1)); done; echo end >&2",
+    );
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let mut run = t.run(&["--", "./many"]).cmd;
+    let out = run.stdin(Stdio::null()).stdout(full).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "stderr: {err}");
+    assert!(
+        err.starts_with("end\n"),
+        "the command ran to its end: {err}"
+    );
+    assert_eq!(uncacheable(&t, "capture_failed"), 1);
+    assert_eq!(uncacheable(&t, "signal"), 0);
+}
+
+/// cachectl's own stderr messages (`-v`, warnings) on a full non-blocking pipe: EAGAIN must be
+/// waited out, not abort cachectl (`eprintln!` panics on it). The entry's stderr is exactly one
+/// pipe buffer, so the `hit` line after the replay finds the pipe full.
+#[test]
+fn a_full_non_blocking_stderr_does_not_abort_cachectl() {
+    let t = TestContext::new();
+    let (probe, _w) = std::io::pipe().unwrap();
+    // SAFETY: F_GETPIPE_SZ on a pipe we own.
+    let capacity = unsafe { libc::fcntl(probe.as_raw_fd(), libc::F_GETPIPE_SZ) };
+    assert!(capacity > 0);
+    t.write("err.bin", vec![b'e'; capacity as usize]);
+    t.counted("fill", "cat err.bin >&2");
+    t.miss(t.run(&["--", "./fill"])).success();
+    let (mut reader, writer) = std::io::pipe().unwrap();
+    set_nonblocking(&writer);
+    let mut run = t.run(&["-v", "--", "./fill"]).cmd;
+    run.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(writer);
+    let before = t.count();
+    let mut child = spawn_guarded(&mut run);
+    drop(run);
+    std::thread::sleep(Duration::from_millis(300));
+    let mut got = Vec::new();
+    reader.read_to_end(&mut got).unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    assert_eq!(t.count(), before, "a hit");
+    let text = String::from_utf8_lossy(&got);
+    assert!(
+        text.starts_with(&"e".repeat(capacity as usize)),
+        "{}",
+        text.len()
+    );
+    let rest = &text[capacity as usize..];
+    assert!(
+        rest.starts_with("cachectl: hit "),
+        "after the replay: {rest:?}"
+    );
 }

@@ -253,8 +253,8 @@ fn size_and_duration_values_never_panic() {
     bounded("sizes and durations", LIMIT, || {
         runner(1000)
             .run(&text(30), |s| {
-                let _ = cachectl::config::parse_size(&s);
-                let _ = cachectl::config::parse_duration(&s);
+                let _ = cachectl::cli::units::parse_size(&s);
+                let _ = cachectl::cli::units::parse_duration(&s);
                 Ok(())
             })
             .map_err(|e| e.to_string())

@@ -213,7 +213,7 @@ pub fn operator(url: &str, timeout: Duration) -> Result<Operator, Failure> {
                 b = b.password(pw);
             }
             if let Some(ttl) = query_param(p.query, "ttl") {
-                let d = cachectl::config::parse_duration(ttl)
+                let d = cachectl::cli::units::parse_duration(ttl)
                     .map_err(|e| Failure::config(&format!("redis ttl: {e}")))?;
                 b = b.default_ttl(d);
             }

@@ -11,6 +11,12 @@
 //!
 //! Secrets stay out of the store: env values are kept as digests, never as text.
 
+pub mod compute;
+pub mod describe;
+pub mod glob;
+pub mod inputs;
+pub mod statcache;
+
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -102,7 +108,7 @@ pub struct ExeIdentity {
 
 /// Every component of a key. Strings that come from the OS (argv, paths, env names) are encoded
 /// losslessly with [`crate::paths::encode_os`].
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
 pub struct KeyComponents {
     pub version: u32,
     pub namespace: String,

@@ -8,16 +8,16 @@
 //! Content digests come from the [`StatCache`] when stat fields are unchanged; the rest are hashed
 //! in parallel (rayon), large files through mmap.
 
-use crate::glob::Matcher;
+use crate::key::glob::Matcher;
+use crate::key::statcache::{Stamp, StatCache};
 use crate::key::{InputKind, InputState};
 use crate::paths::{encode_os, normalize};
-use crate::statcache::{Stamp, StatCache};
 use anyhow::{Context, Result, anyhow};
 use rayon::prelude::*;
 use std::collections::BTreeMap;
 use std::ffi::{CStr, CString, OsStr};
 use std::io::{self, Read};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -363,12 +363,15 @@ impl Walk<'_> {
                 "file system loop: a directory contains itself",
             )));
         }
+        let raw = fd.into_raw_fd();
         // SAFETY: fdopendir takes ownership of the descriptor (closed by closedir).
-        let stream = unsafe { libc::fdopendir(fd.as_raw_fd()) };
+        let stream = unsafe { libc::fdopendir(raw) };
         if stream.is_null() {
-            return Err(self.err(io::Error::last_os_error()));
+            let e = io::Error::last_os_error();
+            // SAFETY: fdopendir failed, so the descriptor is still ours to close.
+            drop(unsafe { OwnedFd::from_raw_fd(raw) });
+            return Err(self.err(e));
         }
-        std::mem::forget(fd);
         let stream = DirStream(stream);
         let names = read_names(&stream).map_err(|e| self.err(e))?;
         // SAFETY: the stream is open.

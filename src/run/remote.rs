@@ -1,0 +1,150 @@
+//! The remote tier as the run path uses it: a lookup after a local miss, an upload after a store,
+//! and what a failure means for the user (one warning, the breaker).
+
+use super::{background, fault};
+use crate::clock::now_ms;
+use crate::config::RunOptions;
+use crate::remote::{BREAKER_OPEN, Remote, breaker_open, call, set_breaker};
+use crate::store::Store;
+use crate::store::journal::Event;
+use crate::warn;
+
+/// What the remote tier had for a key.
+pub(super) enum Fetched {
+    /// The entry is now in the local tier (verified), to be served from there.
+    Stored,
+    Miss,
+    /// An entry signed with another secret: refused, and not to be overwritten.
+    NotOurs,
+}
+
+/// Look `key` up in the remote tier; on a hit, bring the entry into the local tier.
+pub(super) fn fetch(opts: &RunOptions, store: &Store, key: &str, remote: &Remote) -> Fetched {
+    if breaker_open(store) {
+        return Fetched::Miss;
+    }
+    let out = call(remote, &store.root, "get", Some(key));
+    tracing::debug!(status = %out.status, kind = %out.kind, bytes = out.bytes_down, message = %out.message, "remote get");
+    match out.status.as_str() {
+        "hit" => {
+            set_breaker(store, false);
+            fault::journal(
+                store,
+                &Event::Remote {
+                    ts: now_ms(),
+                    op: "hit".into(),
+                    kind: String::new(),
+                    bytes: out.bytes_down,
+                },
+            );
+            if opts.verbose {
+                crate::note!(
+                    "cachectl: remote hit {} ({} from {})",
+                    &key[..12],
+                    crate::ui::size(out.bytes_down),
+                    remote.redacted_url()
+                );
+            }
+            // Fetched bytes count toward max_size like stored ones.
+            if store
+                .add_to_ledger(out.bytes_down as i64)
+                .is_ok_and(|total| total > opts.max_size)
+            {
+                background::auto_gc(store);
+            }
+            Fetched::Stored
+        }
+        "miss" => {
+            set_breaker(store, false);
+            fault::journal(
+                store,
+                &Event::Remote {
+                    ts: now_ms(),
+                    op: "miss".into(),
+                    kind: String::new(),
+                    bytes: out.bytes_down,
+                },
+            );
+            Fetched::Miss
+        }
+        _ => {
+            failed(store, remote, &out);
+            if out.kind == "signature" {
+                Fetched::NotOurs
+            } else {
+                Fetched::Miss
+            }
+        }
+    }
+}
+
+/// Upload a freshly stored entry (blobs first, record last).
+pub(super) fn upload(store: &Store, key: &str, remote: &Remote) {
+    if breaker_open(store) {
+        return;
+    }
+    let out = call(remote, &store.root, "put", Some(key));
+    tracing::debug!(status = %out.status, kind = %out.kind, bytes = out.bytes_up, message = %out.message, "remote put");
+    if out.status == "stored" {
+        set_breaker(store, false);
+        fault::journal(
+            store,
+            &Event::Remote {
+                ts: now_ms(),
+                op: "store".into(),
+                kind: String::new(),
+                bytes: out.bytes_up,
+            },
+        );
+    } else {
+        failed(store, remote, &out);
+    }
+}
+
+/// A remote failure: one warning (loud for credentials), counted, and for an unreachable
+/// remote the circuit breaker opens so that the next runs skip it for a while.
+fn failed(store: &Store, remote: &Remote, out: &crate::remote::Outcome) {
+    fault::journal(
+        store,
+        &Event::Remote {
+            ts: now_ms(),
+            op: "error".into(),
+            kind: out.kind.clone(),
+            bytes: 0,
+        },
+    );
+    let url = remote.redacted_url();
+    let msg = match out.kind.as_str() {
+        "auth" => format!(
+            "remote {url} REFUSED THE CREDENTIALS ({}); fix AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or the URL's user:password. Carrying on locally (skipping the remote for {}s)",
+            out.message,
+            BREAKER_OPEN.as_secs()
+        ),
+        "refused" => format!(
+            "refused an entry from remote {url}: {}; running the command",
+            out.message
+        ),
+        "signature" => format!(
+            "refused an entry from remote {url}: {}; running the command (and leaving the remote entry alone)",
+            out.message
+        ),
+        "timeout" => format!(
+            "remote {url} did not answer within {}; carrying on locally (skipping it for {}s)",
+            humantime::format_duration(remote.timeout),
+            BREAKER_OPEN.as_secs()
+        ),
+        "config" => format!(
+            "remote {url} is not usable: {}; carrying on locally",
+            out.message
+        ),
+        _ => format!(
+            "remote {url} failed: {}; carrying on locally (skipping it for {}s)",
+            out.message,
+            BREAKER_OPEN.as_secs()
+        ),
+    };
+    warn::once("remote", msg);
+    if !matches!(out.kind.as_str(), "refused" | "signature" | "config") {
+        set_breaker(store, true);
+    }
+}

@@ -1,0 +1,193 @@
+//! After a miss: decide whether the result may be stored, and store it.
+//!
+//! Storing needs the key's lock: [`store_result`] takes the [`KeyLock`] that only a
+//! [`super::hit::Lookup::Miss`] carries, and releases it when the record is written.
+
+use super::fault::{self, Fault};
+use super::hit::Miss;
+use super::policy::{self, NotStored};
+use super::{Job, background, remote};
+use crate::clock::now_ms;
+use crate::exec::{self, Captured, Outcome, Spool};
+use crate::key::KeyComponents;
+use crate::key::compute::changed_input;
+use crate::outputs::{self, Collected};
+use crate::paths::encode_os;
+use crate::store::StoreStatCaches;
+use crate::store::journal::Event;
+use crate::store::lock::KeyLock;
+use crate::store::record::{Record, StreamRef};
+use crate::warn;
+use anyhow::{Context, Result};
+
+/// The end of a miss: report what the command's output lost, store the result unless it must
+/// not be, upload it. Returns the exit code to report.
+pub(super) fn finish(mut job: Job, miss: Miss, captured: Captured) -> i32 {
+    let opts = job.opts;
+    let mut code = captured.outcome.exit_code();
+    if let Some(exec::Gap::WriteFailed(e)) = &captured.gap {
+        // Our stdout or stderr lost part of the command's output (while the command itself
+        // wrote into a pipe without error): fail as `tee` would, never exit 0 over lost output.
+        warn::once(
+            "output",
+            format_args!("cannot write the command's output: {e}"),
+        );
+        code = exec::output_failed_code(code);
+    }
+    tracing::debug!(
+        outcome = ?captured.outcome,
+        duration_ms = captured.duration_ms,
+        stdout = captured.stdout.size,
+        stderr = captured.stderr.size,
+        "command finished"
+    );
+    let reason = policy::not_stored(opts, &captured).or_else(|| {
+        let caches = StoreStatCaches(Some(&job.store));
+        // Outputs are stored (and restored) only for exit 0.
+        let restored: &[_] = if captured.outcome == Outcome::Exited(0) {
+            &opts.outputs
+        } else {
+            &[]
+        };
+        let changed = changed_input(opts, job.cwd, &caches, &job.components, restored)?;
+        if opts.verbose {
+            crate::note!("cachectl: {changed} changed while the command ran");
+        }
+        Some(NotStored::InputChanged)
+    });
+    if let Some(reason) = reason {
+        if opts.verbose {
+            crate::note!("cachectl: not stored ({})", reason.why());
+        }
+        log_not_stored(&job, reason);
+        return code;
+    }
+    let components = std::mem::take(&mut job.components);
+    match store_result(&job, components, miss.lock, captured) {
+        Ok(true) => {
+            if miss.upload
+                && let Some(remote) = &opts.remote
+            {
+                remote::upload(&job.store, &job.key, remote);
+            }
+        }
+        Ok(false) => {}
+        Err(e) => fault::report(
+            Some(&job.store),
+            Fault::Write,
+            warn::CACHE,
+            format_args!("cannot store the result: {e:#}"),
+        ),
+    }
+    code
+}
+
+fn log_not_stored(job: &Job, reason: NotStored) {
+    fault::journal(
+        &job.store,
+        &Event::Uncacheable {
+            ts: now_ms(),
+            key: job.key.clone(),
+            cmd: job.opts.command_line.clone(),
+            ns: job.opts.namespace.clone(),
+            reason: reason.as_str().into(),
+        },
+    );
+}
+
+/// Store a finished run: output blobs and stream blobs first, the record last. `Ok(false)`:
+/// a declared output made the result uncacheable (warned about and counted).
+fn store_result(
+    job: &Job,
+    components: KeyComponents,
+    _lock: KeyLock,
+    mut c: Captured,
+) -> Result<bool> {
+    let (opts, store, key) = (job.opts, &job.store, job.key.as_str());
+    let level = opts.compression_level;
+    let mut bytes = 0;
+    // Held until the record is written (see Store::blob_lock).
+    let _blobs = store.blob_lock(false)?;
+    let outputs = if c.outcome == Outcome::Exited(0) {
+        match outputs::collect(store, job.cwd, &opts.outputs, level)? {
+            Collected::Stored { entries, bytes: b } => {
+                bytes += b;
+                entries
+            }
+            Collected::Uncacheable(why) => {
+                warn::once("output", format_args!("{why}; not stored"));
+                log_not_stored(job, NotStored::MissingOutput);
+                return Ok(false);
+            }
+        }
+    } else {
+        Vec::new()
+    };
+    let mut stream_ref = |s: &mut Spool| -> Result<StreamRef> {
+        if s.inline().is_some() {
+            return Ok(StreamRef {
+                size: s.size,
+                blob: None,
+            });
+        }
+        let put = store
+            .cas
+            .put_reader(&store.tmp, &mut s.reader()?, level)
+            .context("storing captured output")?;
+        // The record's chunk list adds up to what was captured: a spool that reads back
+        // shorter or longer would replay a different result.
+        anyhow::ensure!(
+            put.size == s.size,
+            "the captured output reads back as {} bytes, not {}",
+            put.size,
+            s.size
+        );
+        bytes += put.stored_bytes;
+        Ok(StreamRef {
+            size: put.size,
+            blob: Some(put.digest),
+        })
+    };
+    let stdout = stream_ref(&mut c.stdout)?;
+    let stderr = stream_ref(&mut c.stderr)?;
+    let record = Record {
+        key: key.to_owned(),
+        command: opts.command_line.clone(),
+        cwd: encode_os(job.cwd.as_os_str()),
+        namespace: opts.namespace.clone(),
+        tags: opts.tags.clone(),
+        created_ms: now_ms(),
+        duration_ms: c.duration_ms,
+        exit_code: c.outcome.exit_code(),
+        stdout,
+        stderr,
+        chunks: std::mem::take(&mut c.chunks),
+        outputs,
+        components,
+    };
+    bytes += store.write_record(
+        &record,
+        c.stdout.inline().unwrap_or_default(),
+        c.stderr.inline().unwrap_or_default(),
+    )?;
+    let fold_due = fault::journal(
+        store,
+        &Event::Store {
+            ts: now_ms(),
+            key: key.to_owned(),
+            cmd: opts.command_line.clone(),
+            ns: opts.namespace.clone(),
+            bytes,
+            duration_ms: c.duration_ms,
+        },
+    );
+    // Over max_size, or a journal grown past its bound (a cache that only ever misses, as in
+    // CI, must get its journal folded too): a background gc --auto handles both.
+    let over = store
+        .add_to_ledger(bytes as i64)
+        .is_ok_and(|total| total > opts.max_size);
+    if over || fold_due {
+        background::auto_gc(store);
+    }
+    Ok(true)
+}
