@@ -17,3 +17,6 @@ pub fn now_ms() -> u64 {
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
 }
+
+/// One hour in milliseconds: usage counters are kept per hour.
+pub const HOUR_MS: u64 = 3_600_000;

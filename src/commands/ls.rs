@@ -4,6 +4,7 @@ use crate::cli::{LsArgs, SortArg};
 use crate::cmdline::CommandPattern;
 use crate::config::Source;
 use crate::error::usage;
+use crate::store::index::EntryOrder;
 use crate::ui;
 use anyhow::Result;
 use serde::Serialize;
@@ -29,11 +30,11 @@ pub fn run(dir: Option<(PathBuf, Source)>, args: &LsArgs) -> Result<i32> {
     let (_, cfg) = super::load(dir)?;
     let (_store, idx) = crate::manage::open(cfg.dir.value)?;
     let order = match args.sort {
-        SortArg::LastUsed => "last_used_ms DESC",
-        SortArg::Size => "size_bytes DESC",
-        SortArg::Hits => "hits DESC",
+        SortArg::LastUsed => EntryOrder::LastUsedFirst,
+        SortArg::Size => EntryOrder::LargestFirst,
+        SortArg::Hits => EntryOrder::MostHitsFirst,
     };
-    let mut rows = idx.entries_where(&format!("1 ORDER BY {order}, key"), &[])?;
+    let mut rows = idx.entries(order)?;
     if let Some(p) = &args.pattern {
         let glob = CommandPattern::new(p).map_err(|e| usage(format!("{e:#}")))?;
         rows.retain(|r| glob.matches(&r.command));

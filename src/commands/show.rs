@@ -83,7 +83,7 @@ pub fn run(dir: Option<(PathBuf, Source)>, args: &ShowArgs) -> Result<i32> {
         ui::print_json(&d.record)?;
         return Ok(0);
     }
-    let usage_row = idx.entries_where("key = ?1", &[&key])?.into_iter().next();
+    let usage_row = idx.entry(&key)?;
     describe(&d, usage_row.as_ref());
     Ok(0)
 }

@@ -119,16 +119,10 @@ fn closest(
     now: &KeyComponents,
     key: &str,
 ) -> Result<Option<Closest>> {
-    let mut rows = idx.entries_where(
-        "command = ?1 AND key != ?2 ORDER BY created_ms DESC LIMIT 50",
-        &[&opts.command_line, &key],
-    )?;
+    let mut rows = idx.recent_with_command(&opts.command_line, key, 50)?;
     if rows.is_empty() {
         let program = opts.argv[0].to_string_lossy().into_owned();
-        rows = idx.entries_where(
-            "(command = ?1 OR substr(command, 1, length(?1) + 1) = ?1 || ' ') AND key != ?2 ORDER BY created_ms DESC LIMIT 50",
-            &[&program, &key],
-        )?;
+        rows = idx.recent_with_program(&program, key, 50)?;
     }
     let mut best: Option<Closest> = None;
     for row in rows {

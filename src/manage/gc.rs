@@ -20,7 +20,7 @@
 
 use crate::clock::now_ms;
 use crate::store::Store;
-use crate::store::index::{Index, Reconciled};
+use crate::store::index::{EntryOrder, Index, Reconciled};
 use anyhow::Result;
 use serde::Serialize;
 use std::collections::{HashMap, HashSet};
@@ -101,16 +101,12 @@ pub fn run(store: &Store, idx: &mut Index, opts: &GcOptions) -> Result<GcReport>
     let size_before = disk_usage(&store.root);
 
     // Entries, least recently used first, and which blobs each references.
-    let entries = idx.entries_where("1 ORDER BY last_used_ms ASC, created_ms ASC", &[])?;
+    let entries = idx.entries(EntryOrder::LeastRecentlyUsed)?;
     let mut blobs_of: HashMap<String, Vec<String>> = HashMap::new();
     let mut refs: HashMap<String, u64> = HashMap::new();
-    {
-        let mut stmt = idx.conn.prepare("SELECT key, digest FROM entry_blobs")?;
-        for r in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))? {
-            let (k, d) = r?;
-            *refs.entry(d.clone()).or_default() += 1;
-            blobs_of.entry(k).or_default().push(d);
-        }
+    for (k, d) in idx.blob_references()? {
+        *refs.entry(d.clone()).or_default() += 1;
+        blobs_of.entry(k).or_default().push(d);
     }
     let blob_mtime = |d: &str| blob_files.get(d).map(|(_, m)| *m);
     let blob_len = |d: &str| blob_files.get(d).map(|(l, _)| *l).unwrap_or(0);
@@ -209,11 +205,7 @@ pub fn run(store: &Store, idx: &mut Index, opts: &GcOptions) -> Result<GcReport>
     }
 
     // Leftovers: temp files of dead processes, locks of keys that are gone, unused stat caches.
-    let live: HashSet<String> = idx
-        .entries_where("1", &[])?
-        .into_iter()
-        .map(|e| e.key)
-        .collect();
+    let live: HashSet<String> = idx.entry_keys()?;
     let sweep = |dir: &Path, keep: &dyn Fn(&Path, &std::fs::Metadata) -> bool| -> (u64, u64) {
         let (mut n, mut bytes) = (0, 0);
         for e in walkdir::WalkDir::new(dir)

@@ -5,7 +5,7 @@ use crate::clock::now_ms;
 use crate::cmdline::CommandPattern;
 use crate::error::usage;
 use crate::store::Store;
-use crate::store::index::{EntryRow, Index};
+use crate::store::index::{EntryRow, Index, Selection};
 use anyhow::{Context, Result};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -51,30 +51,11 @@ pub struct InvalidateReport {
     pub entries: Vec<Removed>,
 }
 
-fn like_escape(s: &str) -> String {
-    s.replace('\\', "\\\\")
-        .replace('%', "\\%")
-        .replace('_', "\\_")
-}
-
 /// The entries `sel` selects. A selector-less call without `--all` is a usage error.
 pub fn select(idx: &Index, sel: &Selector) -> Result<Vec<EntryRow>> {
     if sel.is_empty() && !sel.all {
         return Err(usage(
             "nothing selected: give a PATTERN or --namespace/--tag/--input/--key/--older-than; to remove every entry, pass --all",
-        ));
-    }
-    let mut conds = vec!["1".to_owned()];
-    let mut params: Vec<Box<dyn rusqlite::ToSql>> = Vec::new();
-    if let Some(ns) = &sel.namespace {
-        params.push(Box::new(ns.clone()));
-        conds.push(format!("namespace = ?{}", params.len()));
-    }
-    if let Some(tag) = &sel.tag {
-        params.push(Box::new(tag.clone()));
-        conds.push(format!(
-            "EXISTS (SELECT 1 FROM json_each(entries.tags) WHERE value = ?{})",
-            params.len()
         ));
     }
     if sel
@@ -86,31 +67,21 @@ pub fn select(idx: &Index, sel: &Selector) -> Result<Vec<EntryRow>> {
             "--key takes a key or a key prefix (hex digits, as `cachectl ls` shows)",
         ));
     }
-    if let Some(key) = &sel.key {
-        params.push(Box::new(format!(
-            "{}%",
-            like_escape(&key.to_ascii_lowercase())
-        )));
-        conds.push(format!("key LIKE ?{} ESCAPE '\\'", params.len()));
-    }
-    if let Some(age) = sel.older_than {
-        params.push(Box::new(
-            now_ms().saturating_sub(age.as_millis() as u64) as i64
-        ));
-        conds.push(format!("created_ms < ?{}", params.len()));
-    }
-    if let Some(input) = &sel.input {
-        let p = crate::paths::encode_os(input.as_os_str());
-        params.push(Box::new(p.clone()));
-        params.push(Box::new(format!("{}/%", like_escape(&p))));
-        conds.push(format!(
-            "key IN (SELECT key FROM entry_inputs WHERE path = ?{} OR path LIKE ?{} ESCAPE '\\')",
-            params.len() - 1,
-            params.len()
-        ));
-    }
-    let refs: Vec<&dyn rusqlite::ToSql> = params.iter().map(|b| b.as_ref()).collect();
-    let mut rows = idx.entries_where(&conds.join(" AND "), &refs)?;
+    let key = sel.key.as_ref().map(|k| k.to_ascii_lowercase());
+    let input = sel
+        .input
+        .as_ref()
+        .map(|p| crate::paths::encode_os(p.as_os_str()));
+    let selection = Selection {
+        namespace: sel.namespace.as_deref(),
+        tag: sel.tag.as_deref(),
+        key_prefix: key.as_deref(),
+        created_before_ms: sel
+            .older_than
+            .map(|age| now_ms().saturating_sub(age.as_millis() as u64)),
+        input: input.as_deref(),
+    };
+    let mut rows = idx.select(&selection)?;
     if let Some(p) = &sel.pattern {
         if sel.regex {
             let re =

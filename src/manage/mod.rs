@@ -27,8 +27,7 @@ pub fn open(root: Option<PathBuf>) -> Result<(Store, Index)> {
     // derived data, so it is rebuilt from the files and the command goes on.
     let attempt = Index::open(&store).and_then(|mut i| {
         i.fold_journal(&store)?;
-        i.conn
-            .query_row("SELECT COUNT(*) FROM entries", [], |r| r.get::<_, i64>(0))?;
+        i.entry_count()?;
         Ok(i)
     });
     let index = match attempt {

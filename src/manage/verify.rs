@@ -188,11 +188,7 @@ fn check(store: &Store, idx: &Index, sample_n: Option<usize>) -> Result<(VerifyR
 
     // The index against the disk (only in a full check: a sample says nothing about the rest).
     if sample_n.is_none() {
-        let indexed: HashSet<String> = idx
-            .entries_where("1", &[])?
-            .into_iter()
-            .map(|e| e.key)
-            .collect();
+        let indexed: HashSet<String> = idx.entry_keys()?;
         for key in indexed.difference(&good_records) {
             if !record_files.iter().any(|p| name_of(p) == *key) {
                 problem(

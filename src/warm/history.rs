@@ -7,7 +7,7 @@
 
 use super::manifest::{Configs, WarmCommand};
 use crate::cli::RunArgs;
-use crate::clock::now_ms;
+use crate::clock::{HOUR_MS, now_ms};
 use crate::config::RunOptions;
 use crate::paths::decode_os;
 use crate::store::index::Index;
@@ -15,8 +15,6 @@ use crate::store::{Lookup, Store};
 use anyhow::Result;
 use std::path::PathBuf;
 use std::time::Duration;
-
-const HOUR_MS: u64 = 3_600_000;
 
 pub fn commands(
     store: &Store,
@@ -28,22 +26,10 @@ pub fn commands(
     let from_hour = since
         .map(|s| now_ms().saturating_sub(s.as_millis() as u64) / HOUR_MS)
         .unwrap_or(0) as i64;
-    let mut stmt = idx.conn.prepare(
-        "SELECT command, namespace, SUM(hits) + SUM(misses) AS uses FROM usage
-         WHERE hour >= ?1 GROUP BY command, namespace ORDER BY uses DESC, command LIMIT ?2",
-    )?;
-    let used: Vec<(String, String)> = stmt
-        .query_map(rusqlite::params![from_hour, top as i64], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })?
-        .collect::<rusqlite::Result<_>>()?;
+    let used = idx.most_used(from_hour, top)?;
     let mut out = Vec::new();
     for (command, namespace) in used {
-        let newest = idx.entries_where(
-            "command = ?1 AND namespace = ?2 ORDER BY created_ms DESC LIMIT 1",
-            &[&command, &namespace],
-        )?;
-        let Some(row) = newest.into_iter().next() else {
+        let Some(row) = idx.newest_entry(&command, &namespace)? else {
             continue;
         };
         let Ok(Lookup::Found(d)) = store.lookup(&row.key) else {
