@@ -12,8 +12,6 @@ mod cli;
 mod config;
 #[path = "integration/examples.rs"]
 mod examples;
-#[path = "integration/fuzz.rs"]
-mod fuzz;
 #[path = "integration/key.rs"]
 mod key;
 #[path = "integration/manage.rs"]
@@ -26,6 +24,8 @@ mod manage_inspect;
 mod manage_invalidate;
 #[path = "integration/policy.rs"]
 mod policy;
+#[path = "integration/properties.rs"]
+mod properties;
 #[path = "integration/reliability.rs"]
 mod reliability;
 #[path = "integration/remote.rs"]

@@ -2243,8 +2243,8 @@ fn identical_concurrent_misses_of_a_fast_command_run_it_once() {
     assert!(twice.is_empty(), "{} of 200 rounds: {twice:?}", twice.len());
 }
 
-/// cachectl starts through its own entry point (src/main.rs), which must still open closed
-/// standard descriptors on /dev/null: otherwise the first file it opens would become "stdout".
+/// Closed standard descriptors must be opened on /dev/null before cachectl opens anything (std's
+/// start-up does it): otherwise the first file it opens would become "stdout".
 /// (Found this way: a hit with stdout closed wrote into the record's read-only descriptor, got
 /// EBADF, dropped the entry and ran the command again.)
 #[test]

@@ -5,9 +5,10 @@
 //!
 //! Each property runs a bounded number of cases (a few seconds in all) inside a watchdog thread:
 //! a case that hangs fails the test instead of blocking the suite. Failures print the minimal
-//! input; `PROPTEST_RNG_SEED=<n>` replays a run (the seed is random by default, so CI explores
-//! new inputs every time), and `FUZZ_SCALE=<k>` runs k times the cases (the watchdog allows
-//! 120 s per property, times k). Nothing is persisted to disk.
+//! input and the seed; `PROPTEST_RNG_SEED=<n>` replays a run (the seed is random by default, so
+//! CI explores new inputs every time; `.ci/run` prints the one it uses), and `FUZZ_SCALE=<k>`
+//! runs k times the cases (the watchdog allows 120 s per property, times k). Nothing is
+//! persisted to disk.
 //!
 //! Properties that found a cachectl bug (docs/reliability.md, BUG-9 and BUG-10) run like the rest.
 
@@ -35,12 +36,28 @@ fn scale() -> u32 {
         .max(1)
 }
 
-/// A runner for `cases` cases (times `FUZZ_SCALE`).
+/// The seed of this run: `PROPTEST_RNG_SEED` when set (`.ci/run` sets and prints one), else a
+/// fresh one. Every property's failure message names it, so any failure can be replayed.
+fn seed() -> u64 {
+    static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *SEED.get_or_init(|| {
+        std::env::var("PROPTEST_RNG_SEED")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or_else(|| {
+                use std::hash::{BuildHasher, RandomState};
+                RandomState::new().hash_one(std::process::id())
+            })
+    })
+}
+
+/// A runner for `cases` cases (times `FUZZ_SCALE`), seeded with [`seed`].
 fn runner(cases: u32) -> TestRunner {
     TestRunner::new(PtConfig {
         cases: cases.saturating_mul(scale()),
         failure_persistence: None,
         max_shrink_iters: 4096,
+        rng_seed: proptest::test_runner::RngSeed::Fixed(seed()),
         ..PtConfig::default()
     })
 }
@@ -58,14 +75,18 @@ fn bounded(
         let _ = tx.send(body());
     });
     let limit = limit * scale();
+    let replay = format!(
+        "(replay: PROPTEST_RNG_SEED={} cargo test --test tests -- {name})",
+        seed()
+    );
     match rx.recv_timeout(limit) {
         Ok(Ok(())) => {}
-        Ok(Err(e)) => panic!("{name}: {e}"),
+        Ok(Err(e)) => panic!("{name}: {e} {replay}"),
         Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-            panic!("{name}: no result within {limit:?}: a parser hangs")
+            panic!("{name}: no result within {limit:?}: a parser hangs {replay}")
         }
         Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-            panic!("{name}: the property panicked outside a test case")
+            panic!("{name}: the property panicked outside a test case {replay}")
         }
     }
 }
