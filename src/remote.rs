@@ -191,7 +191,7 @@ pub fn companion() -> Option<PathBuf> {
 }
 
 fn breaker_path(store: &Store) -> PathBuf {
-    store.root.join("remote-v1.down")
+    crate::store::layout::Item::RemoteBreaker.path(&store.root)
 }
 
 /// Whether the breaker is open (a recent failure): then the remote is skipped.

@@ -13,7 +13,7 @@ pub fn run(dir: Option<(PathBuf, Source)>, args: &ExplainArgs) -> Result<i32> {
     let opts = RunOptions::resolve(&args.run, &cfg)?;
     // An empty machine has no cache yet: explain without creating one.
     let (store, idx) = match cfg.dir.value.clone() {
-        Some(root) if root.join("CACHEDIR.TAG").exists() => {
+        Some(root) if crate::store::layout::Item::CachedirTag.path(&root).exists() => {
             let (s, i) = crate::manage::open(Some(root))?;
             (Some(s), Some(i))
         }

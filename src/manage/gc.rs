@@ -317,7 +317,7 @@ pub fn safe_to_delete(
 /// Run gc while holding `gc.lock`: waiting for it (manual), or skipping when busy (auto).
 pub fn locked<T>(store: &Store, wait: bool, f: impl FnOnce() -> Result<T>) -> Result<Option<T>> {
     store.init()?;
-    let file = store.lock_file("gc.lock")?;
+    let file = store.lock_file(crate::store::layout::Item::GcLock)?;
     match file.try_lock() {
         Ok(()) => {}
         Err(std::fs::TryLockError::WouldBlock) if !wait => return Ok(None),

@@ -9,10 +9,12 @@
 //! ├── locks-v1/ab/<key>          per-key flock files (lock.rs)
 //! ├── tmp/                       temp files, renamed into place (same filesystem)
 //! ├── journal-v1.log             appended usage events (journal.rs)
-//! ├── index-v1.sqlite            derived index for the management commands (index.rs)
+//! ├── index-v1.sqlite            derived index for the management commands (index/)
 //! ├── size-v1                    running total of bytes stored (decides when to auto-gc)
-//! └── gc.lock                    held by the one gc that may run at a time
+//! └── *.lock, remote-v1.down     gc, fold, index and blob locks; the remote breaker
 //! ```
+//!
+//! `layout.rs` names every one of these (`Item`); nothing else spells a name.
 //!
 //! Files are the truth. Every write is temp-then-rename; a record is written only after all the
 //! blobs it references are in place, so a crash (even kill -9) at any point leaves either the old
@@ -28,6 +30,7 @@ pub mod cas;
 pub mod fsutil;
 pub mod index;
 pub mod journal;
+pub mod layout;
 pub mod lock;
 pub mod record;
 
@@ -36,6 +39,7 @@ use crate::key::inputs::StatCacheDir;
 use anyhow::{Context, Result, bail};
 use cas::Cas;
 use fsutil::fanout;
+use layout::Item;
 use record::{Decoded, Record, RecordError};
 use serde::de::IgnoredAny;
 use std::io;
@@ -80,14 +84,14 @@ impl Store {
     /// Describe the store at `root` (no I/O).
     pub fn at(root: PathBuf) -> Store {
         Store {
-            ac: root.join("ac-v1"),
+            ac: Item::Records.path(&root),
             cas: Cas {
-                dir: root.join("cas-v1"),
+                dir: Item::Blobs.path(&root),
             },
-            stat: root.join("stat-v1"),
-            locks: root.join("locks-v1"),
-            tmp: root.join("tmp"),
-            journal: root.join("journal-v1.log"),
+            stat: Item::StatCaches.path(&root),
+            locks: Item::KeyLocks.path(&root),
+            tmp: Item::Tmp.path(&root),
+            journal: Item::Journal.path(&root),
             root,
         }
     }
@@ -121,7 +125,7 @@ impl Store {
 
     /// Create the directory tree (0700) and its tags if missing. Needed before any write.
     pub fn init(&self) -> Result<()> {
-        let tag = self.root.join("CACHEDIR.TAG");
+        let tag = Item::CachedirTag.path(&self.root);
         if tag.is_file() && self.tmp.is_dir() {
             return Ok(());
         }
@@ -133,7 +137,7 @@ impl Store {
         for d in [&self.ac, &self.cas.dir, &self.stat, &self.locks, &self.tmp] {
             std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
         }
-        fsutil::write_atomic(&self.root.join(".gitignore"), &self.tmp, b"*\n")
+        fsutil::write_atomic(&Item::Gitignore.path(&self.root), &self.tmp, b"*\n")
             .with_context(|| format!("writing {}", self.root.display()))?;
         fsutil::write_atomic(&tag, &self.tmp, CACHEDIR_TAG.as_bytes())
             .with_context(|| format!("writing {}", tag.display()))?;
@@ -213,7 +217,7 @@ impl Store {
     /// reused is either seen referenced by gc (the record exists) or gone before the store
     /// looked (and written again).
     pub fn blob_lock(&self, exclusive: bool) -> io::Result<std::fs::File> {
-        let f = self.lock_file("cas.lock")?;
+        let f = self.lock_file(Item::CasLock)?;
         if exclusive {
             f.lock()?;
         } else {
@@ -222,10 +226,10 @@ impl Store {
         Ok(f)
     }
 
-    /// Open (creating) the lock file `name` in the cache root. The lock is taken on the open
-    /// file (`File::lock`), never on its content, which stays empty.
-    pub fn lock_file(&self, name: &str) -> io::Result<std::fs::File> {
-        let path = self.root.join(name);
+    /// Open (creating) one of the cache's lock files. The lock is taken on the open file
+    /// (`File::lock`), never on its content, which stays empty.
+    pub fn lock_file(&self, item: Item) -> io::Result<std::fs::File> {
+        let path = item.path(&self.root);
         std::fs::File::options()
             .create(true)
             .truncate(false)
@@ -235,7 +239,7 @@ impl Store {
     }
 
     fn ledger_path(&self) -> PathBuf {
-        self.root.join("size-v1")
+        Item::SizeLedger.path(&self.root)
     }
 
     /// Add `delta` bytes to the running size total and return the new total. The total is exact after

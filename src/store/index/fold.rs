@@ -5,6 +5,7 @@ use super::reconcile::{record_size, upsert_entry};
 use crate::clock::HOUR_MS;
 use crate::store::Store;
 use crate::store::journal::{self, Event};
+use crate::store::layout::{Item, folding_journal, is_folding_journal};
 use crate::store::record;
 use anyhow::{Context, Result};
 use rusqlite::{Transaction, TransactionBehavior, params};
@@ -17,18 +18,14 @@ impl Index {
             return Ok(0);
         }
         // One folder at a time: two could otherwise both apply the same `*.folding` file.
-        let fold_lock = store.lock_file("fold.lock")?;
+        let fold_lock = store.lock_file(Item::FoldLock)?;
         fold_lock
             .lock()
             .context("locking the journal for folding")?;
         // Move the live journal aside (under its exclusive lock, so no writer is mid-append).
         if let Ok(f) = std::fs::File::open(&store.journal) {
             f.lock().context("locking the journal")?;
-            let aside = store.root.join(format!(
-                "journal-v1.{}.{}.folding",
-                crate::clock::now_ms(),
-                std::process::id()
-            ));
+            let aside = folding_journal(&store.root, crate::clock::now_ms(), std::process::id());
             match std::fs::rename(&store.journal, &aside) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -42,7 +39,7 @@ impl Index {
             .filter(|p| {
                 p.file_name()
                     .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.starts_with("journal-v1.") && n.ends_with(".folding"))
+                    .is_some_and(is_folding_journal)
             })
             .collect();
         pending.sort();

@@ -55,13 +55,12 @@ mod tests;
 pub use queries::{EntryOrder, EntryRow, Selection};
 
 use super::Store;
+use super::layout::Item;
 use anyhow::{Context, Result};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use schema::MIGRATIONS;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-
-pub const INDEX_FILE: &str = "index-v1.sqlite";
 
 /// An open index.
 pub struct Index {
@@ -80,7 +79,7 @@ pub struct Reconciled {
 
 impl Index {
     pub fn path(store: &Store) -> PathBuf {
-        store.root.join(INDEX_FILE)
+        Item::Index.path(&store.root)
     }
 
     /// Open (creating and migrating if needed) the index of `store`. A freshly created index is
@@ -89,7 +88,7 @@ impl Index {
         store.init()?;
         // One process at a time creates, migrates or rebuilds the index: concurrent first uses
         // would otherwise race on the schema, or delete a file another has open.
-        let lock = store.lock_file("index.lock")?;
+        let lock = store.lock_file(Item::IndexLock)?;
         lock.lock().context("locking the index")?;
         let path = Self::path(store);
         let mut idx = match Self::open_at(&path) {
@@ -126,7 +125,7 @@ impl Index {
 
     /// Rebuild the index from the files after `err` showed it corrupt (usage counters are lost).
     pub fn rebuild(store: &Store, err: &anyhow::Error) -> Result<Index> {
-        let lock = store.lock_file("index.lock")?;
+        let lock = store.lock_file(Item::IndexLock)?;
         lock.lock()?;
         Self::set_aside(&Self::path(store), err);
         drop(lock);
