@@ -145,18 +145,76 @@ pub fn open_signed<'a>(secret: Option<&str>, object: &'a [u8]) -> Result<&'a [u8
     }
 }
 
+/// What an operation of the companion came to. The names are the wire format between the two
+/// binaries and part of `cachectl remote check --json`.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Hit,
+    Miss,
+    Stored,
+    /// `check` passed.
+    Ok,
+    /// Anything the companion does not say it did (also an answer this version cannot read).
+    #[default]
+    #[serde(other)]
+    Error,
+}
+
+/// Why an operation failed, as counted in `stats` (remote `errors` by kind).
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureKind {
+    /// No failure (the empty string on the wire).
+    #[default]
+    #[serde(rename = "")]
+    None,
+    /// The remote did not answer within the timeout.
+    Timeout,
+    /// The remote refused the credentials.
+    Auth,
+    /// A tampered or corrupt entry was refused.
+    Refused,
+    /// An entry with a missing or wrong signature was refused.
+    Signature,
+    /// The remote is not usable as configured (or the companion is missing).
+    Config,
+    /// Anything else (network, local cache); also a kind this version does not know.
+    #[serde(other)]
+    Io,
+}
+
+impl FailureKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureKind::None => "",
+            FailureKind::Timeout => "timeout",
+            FailureKind::Auth => "auth",
+            FailureKind::Refused => "refused",
+            FailureKind::Signature => "signature",
+            FailureKind::Config => "config",
+            FailureKind::Io => "io",
+        }
+    }
+}
+
+impl std::fmt::Display for FailureKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// What the companion reports, one JSON line on its stdout.
 #[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq)]
 pub struct Outcome {
-    /// `hit`, `miss`, `stored`, `ok` (check), or `error`.
-    pub status: String,
+    pub status: Status,
     #[serde(default)]
     pub bytes_down: u64,
     #[serde(default)]
     pub bytes_up: u64,
-    /// For errors: `timeout`, `auth`, `refused`, `config`, `io`.
+    /// For errors: why.
     #[serde(default)]
-    pub kind: String,
+    pub kind: FailureKind,
     #[serde(default)]
     pub message: String,
     /// `check`: what was tried and how long it took.
@@ -217,15 +275,15 @@ pub fn set_breaker(store: &Store, failed: bool) {
 /// Run the companion: `cachectl-remote <op> [key]` against `remote`, for the store at `root`.
 /// Never hangs: the companion is killed after a generous multiple of the remote's timeout.
 pub fn call(remote: &Remote, root: &Path, op: &str, key: Option<&str>) -> Outcome {
-    let error = |kind: &str, message: String| Outcome {
-        status: "error".into(),
-        kind: kind.into(),
+    let error = |kind: FailureKind, message: String| Outcome {
+        status: Status::Error,
+        kind,
         message,
         ..Default::default()
     };
     let Some(exe) = companion() else {
         return error(
-            "config",
+            FailureKind::Config,
             "cachectl-remote is not installed next to cachectl or on PATH (`cargo install --locked --path .` installs both)".into(),
         );
     };
@@ -251,7 +309,12 @@ pub fn call(remote: &Remote, root: &Path, op: &str, key: Option<&str>) -> Outcom
         .stderr(std::process::Stdio::null());
     let mut child = match cmd.spawn() {
         Ok(c) => c,
-        Err(e) => return error("config", format!("cannot start cachectl-remote: {e}")),
+        Err(e) => {
+            return error(
+                FailureKind::Config,
+                format!("cannot start cachectl-remote: {e}"),
+            );
+        }
     };
     let deadline = std::time::Instant::now() + (remote.timeout * 12).max(Duration::from_secs(30));
     loop {
@@ -263,7 +326,10 @@ pub fn call(remote: &Remote, root: &Path, op: &str, key: Option<&str>) -> Outcom
             _ => {
                 let _ = child.kill();
                 let _ = child.wait();
-                return error("timeout", "the remote did not answer in time".into());
+                return error(
+                    FailureKind::Timeout,
+                    "the remote did not answer in time".into(),
+                );
             }
         }
     }
@@ -273,12 +339,56 @@ pub fn call(remote: &Remote, root: &Path, op: &str, key: Option<&str>) -> Outcom
         let _ = s.read_to_string(&mut out);
     }
     serde_json::from_str(out.lines().last().unwrap_or(""))
-        .unwrap_or_else(|_| error("io", "cachectl-remote gave no answer".into()))
+        .unwrap_or_else(|_| error(FailureKind::Io, "cachectl-remote gave no answer".into()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The companion's answer is the wire format between the two binaries and what
+    /// `cachectl remote check --json` prints: the enums must keep the names they replaced.
+    #[test]
+    fn outcome_wire_format_is_pinned() {
+        let hit = Outcome {
+            status: Status::Hit,
+            bytes_down: 7,
+            ..Default::default()
+        };
+        assert_eq!(
+            serde_json::to_string(&hit).unwrap(),
+            r#"{"status":"hit","bytes_down":7,"bytes_up":0,"kind":"","message":"","steps":[]}"#
+        );
+        for (status, name) in [
+            (Status::Hit, "hit"),
+            (Status::Miss, "miss"),
+            (Status::Stored, "stored"),
+            (Status::Ok, "ok"),
+            (Status::Error, "error"),
+        ] {
+            assert_eq!(
+                serde_json::to_string(&status).unwrap(),
+                format!("\"{name}\"")
+            );
+        }
+        for kind in [
+            FailureKind::None,
+            FailureKind::Timeout,
+            FailureKind::Auth,
+            FailureKind::Refused,
+            FailureKind::Signature,
+            FailureKind::Config,
+            FailureKind::Io,
+        ] {
+            let json = serde_json::to_string(&kind).unwrap();
+            assert_eq!(json, format!("\"{}\"", kind.as_str()));
+            assert_eq!(serde_json::from_str::<FailureKind>(&json).unwrap(), kind);
+        }
+        // An answer from another version with names this one does not know is an error.
+        let odd: Outcome =
+            serde_json::from_str(r#"{"status":"maybe","kind":"quota","message":"m"}"#).unwrap();
+        assert_eq!((odd.status, odd.kind), (Status::Error, FailureKind::Io));
+    }
 
     #[test]
     fn redaction() {

@@ -36,7 +36,7 @@ pub fn run(dir: Option<(PathBuf, Source)>, cmd: &RemoteCommand) -> Result<i32> {
     };
     let root = cfg.dir.value.clone().unwrap_or_else(std::env::temp_dir);
     let outcome = crate::remote::call(&remote, &root, "check", None);
-    let ok = outcome.status == "ok";
+    let ok = outcome.status == crate::remote::Status::Ok;
     if *json {
         ui::print_json(&Report {
             url: remote.redacted_url(),
@@ -64,7 +64,7 @@ pub fn run(dir: Option<(PathBuf, Source)>, cmd: &RemoteCommand) -> Result<i32> {
         }
         if ok {
             println!("OK: the remote works in {} mode.", remote.mode.as_str());
-        } else if outcome.kind == "auth" {
+        } else if outcome.kind == crate::remote::FailureKind::Auth {
             println!(
                 "FAILED (auth): the remote REFUSED THE CREDENTIALS ({}); fix AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or the user:password in the URL",
                 outcome.message

@@ -73,7 +73,7 @@ pub fn run(dir: Option<(PathBuf, Source)>, args: &WarmArgs) -> Result<i32> {
     if args.dry_run {
         let mut t = ui::table(&["Status", "Command", "Directory"]);
         for c in &report.commands {
-            let status = if c.status == "cached" {
+            let status = if c.status == crate::warm::Status::Cached {
                 "cached"
             } else {
                 "would run"

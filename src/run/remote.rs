@@ -4,7 +4,9 @@
 use super::{background, fault};
 use crate::clock::now_ms;
 use crate::config::RunOptions;
-use crate::remote::{BREAKER_OPEN, Remote, breaker_open, call, set_breaker};
+use crate::remote::{
+    BREAKER_OPEN, FailureKind, Outcome, Remote, Status, breaker_open, call, set_breaker,
+};
 use crate::store::Store;
 use crate::store::journal::Event;
 use crate::warn;
@@ -24,19 +26,11 @@ pub(super) fn fetch(opts: &RunOptions, store: &Store, key: &str, remote: &Remote
         return Fetched::Miss;
     }
     let out = call(remote, &store.root, "get", Some(key));
-    tracing::debug!(status = %out.status, kind = %out.kind, bytes = out.bytes_down, message = %out.message, "remote get");
-    match out.status.as_str() {
-        "hit" => {
+    tracing::debug!(status = ?out.status, kind = %out.kind, bytes = out.bytes_down, message = %out.message, "remote get");
+    match out.status {
+        Status::Hit => {
             set_breaker(store, false);
-            fault::journal(
-                store,
-                &Event::Remote {
-                    ts: now_ms(),
-                    op: "hit".into(),
-                    kind: String::new(),
-                    bytes: out.bytes_down,
-                },
-            );
+            count(store, Op::Hit, FailureKind::None, out.bytes_down);
             if opts.verbose {
                 crate::note!(
                     "cachectl: remote hit {} ({} from {})",
@@ -54,22 +48,14 @@ pub(super) fn fetch(opts: &RunOptions, store: &Store, key: &str, remote: &Remote
             }
             Fetched::Stored
         }
-        "miss" => {
+        Status::Miss => {
             set_breaker(store, false);
-            fault::journal(
-                store,
-                &Event::Remote {
-                    ts: now_ms(),
-                    op: "miss".into(),
-                    kind: String::new(),
-                    bytes: out.bytes_down,
-                },
-            );
+            count(store, Op::Miss, FailureKind::None, out.bytes_down);
             Fetched::Miss
         }
         _ => {
             failed(store, remote, &out);
-            if out.kind == "signature" {
+            if out.kind == FailureKind::Signature {
                 Fetched::NotOurs
             } else {
                 Fetched::Miss
@@ -84,18 +70,10 @@ pub(super) fn upload(store: &Store, key: &str, remote: &Remote) {
         return;
     }
     let out = call(remote, &store.root, "put", Some(key));
-    tracing::debug!(status = %out.status, kind = %out.kind, bytes = out.bytes_up, message = %out.message, "remote put");
-    if out.status == "stored" {
+    tracing::debug!(status = ?out.status, kind = %out.kind, bytes = out.bytes_up, message = %out.message, "remote put");
+    if out.status == Status::Stored {
         set_breaker(store, false);
-        fault::journal(
-            store,
-            &Event::Remote {
-                ts: now_ms(),
-                op: "store".into(),
-                kind: String::new(),
-                bytes: out.bytes_up,
-            },
-        );
+        count(store, Op::Store, FailureKind::None, out.bytes_up);
     } else {
         failed(store, remote, &out);
     }
@@ -103,37 +81,29 @@ pub(super) fn upload(store: &Store, key: &str, remote: &Remote) {
 
 /// A remote failure: one warning (loud for credentials), counted, and for an unreachable
 /// remote the circuit breaker opens so that the next runs skip it for a while.
-fn failed(store: &Store, remote: &Remote, out: &crate::remote::Outcome) {
-    fault::journal(
-        store,
-        &Event::Remote {
-            ts: now_ms(),
-            op: "error".into(),
-            kind: out.kind.clone(),
-            bytes: 0,
-        },
-    );
+fn failed(store: &Store, remote: &Remote, out: &Outcome) {
+    count(store, Op::Error, out.kind, 0);
     let url = remote.redacted_url();
-    let msg = match out.kind.as_str() {
-        "auth" => format!(
+    let msg = match out.kind {
+        FailureKind::Auth => format!(
             "remote {url} REFUSED THE CREDENTIALS ({}); fix AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or the URL's user:password. Carrying on locally (skipping the remote for {}s)",
             out.message,
             BREAKER_OPEN.as_secs()
         ),
-        "refused" => format!(
+        FailureKind::Refused => format!(
             "refused an entry from remote {url}: {}; running the command",
             out.message
         ),
-        "signature" => format!(
+        FailureKind::Signature => format!(
             "refused an entry from remote {url}: {}; running the command (and leaving the remote entry alone)",
             out.message
         ),
-        "timeout" => format!(
+        FailureKind::Timeout => format!(
             "remote {url} did not answer within {}; carrying on locally (skipping it for {}s)",
             humantime::format_duration(remote.timeout),
             BREAKER_OPEN.as_secs()
         ),
-        "config" => format!(
+        FailureKind::Config => format!(
             "remote {url} is not usable: {}; carrying on locally",
             out.message
         ),
@@ -144,7 +114,38 @@ fn failed(store: &Store, remote: &Remote, out: &crate::remote::Outcome) {
         ),
     };
     warn::once("remote", msg);
-    if !matches!(out.kind.as_str(), "refused" | "signature" | "config") {
+    if !matches!(
+        out.kind,
+        FailureKind::Refused | FailureKind::Signature | FailureKind::Config
+    ) {
         set_breaker(store, true);
     }
+}
+
+/// What a remote event in the journal records (`op`; `stats` counts them by these names).
+#[derive(Clone, Copy)]
+enum Op {
+    Hit,
+    Miss,
+    Store,
+    Error,
+}
+
+/// Count a remote operation in the journal.
+fn count(store: &Store, op: Op, kind: FailureKind, bytes: u64) {
+    let op = match op {
+        Op::Hit => "hit",
+        Op::Miss => "miss",
+        Op::Store => "store",
+        Op::Error => "error",
+    };
+    fault::journal(
+        store,
+        &Event::Remote {
+            ts: now_ms(),
+            op: op.into(),
+            kind: kind.as_str().into(),
+            bytes,
+        },
+    );
 }

@@ -92,3 +92,77 @@ pub fn append(path: &Path, event: &Event) -> std::io::Result<u64> {
 pub fn parse(text: &str) -> impl Iterator<Item = Event> + '_ {
     text.lines().filter_map(|l| serde_json::from_str(l).ok())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Journal lines are read back by every later cachectl (and by older ones sharing the
+    /// cache): their shape is pinned here, byte for byte.
+    #[test]
+    fn event_lines_are_pinned() {
+        let lines = [
+            (
+                Event::Hit {
+                    ts: 1,
+                    key: "k".into(),
+                    cmd: "c".into(),
+                    ns: "default".into(),
+                    saved_ms: 5,
+                    bytes: 6,
+                },
+                r#"{"ev":"hit","ts":1,"key":"k","cmd":"c","ns":"default","saved_ms":5,"bytes":6}"#,
+            ),
+            (
+                Event::Miss {
+                    ts: 1,
+                    key: "k".into(),
+                    cmd: "c".into(),
+                    ns: "n".into(),
+                },
+                r#"{"ev":"miss","ts":1,"key":"k","cmd":"c","ns":"n"}"#,
+            ),
+            (
+                Event::Store {
+                    ts: 1,
+                    key: "k".into(),
+                    cmd: "c".into(),
+                    ns: "n".into(),
+                    bytes: 2,
+                    duration_ms: 3,
+                },
+                r#"{"ev":"store","ts":1,"key":"k","cmd":"c","ns":"n","bytes":2,"duration_ms":3}"#,
+            ),
+            (
+                Event::Uncacheable {
+                    ts: 1,
+                    key: "k".into(),
+                    cmd: "c".into(),
+                    ns: "n".into(),
+                    reason: "reader_gone".into(),
+                },
+                r#"{"ev":"uncacheable","ts":1,"key":"k","cmd":"c","ns":"n","reason":"reader_gone"}"#,
+            ),
+            (
+                Event::Remote {
+                    ts: 1,
+                    op: "error".into(),
+                    kind: "timeout".into(),
+                    bytes: 0,
+                },
+                r#"{"ev":"remote","ts":1,"op":"error","kind":"timeout","bytes":0}"#,
+            ),
+            (
+                Event::Error {
+                    ts: 1,
+                    kind: "lock_timeout".into(),
+                },
+                r#"{"ev":"error","ts":1,"kind":"lock_timeout"}"#,
+            ),
+        ];
+        for (event, line) in lines {
+            assert_eq!(serde_json::to_string(&event).unwrap(), line);
+            assert_eq!(parse(line).collect::<Vec<_>>(), [event]);
+        }
+    }
+}

@@ -38,16 +38,45 @@ pub struct WarmOptions {
     pub keep_going: bool,
 }
 
-/// What happened to one command. `status` is one of: `cached` (already cached, skipped),
-/// `would_run` (dry run), `stored`, `fetched` (from the remote tier), `failed`, `not_run`
-/// (stopped before it was scheduled, or interrupted).
+/// What happened to one command (its `--json` name in snake case).
+#[derive(Serialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Already cached: skipped.
+    Cached,
+    /// `--dry-run`: it would run.
+    WouldRun,
+    /// Ran and was stored.
+    Stored,
+    /// Fetched from the remote tier (by the child `cachectl run`).
+    Fetched,
+    Failed,
+    /// Stopped before it was scheduled, or interrupted.
+    NotRun,
+}
+
+impl Status {
+    /// The name `--json` uses (and the golden test pins).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Cached => "cached",
+            Status::WouldRun => "would_run",
+            Status::Stored => "stored",
+            Status::Fetched => "fetched",
+            Status::Failed => "failed",
+            Status::NotRun => "not_run",
+        }
+    }
+}
+
+/// What happened to one command.
 #[derive(Serialize, Debug, Clone)]
 pub struct CommandResult {
     pub command: String,
     pub cwd: String,
     pub origin: String,
     pub key: String,
-    pub status: &'static str,
+    pub status: Status,
     pub exit_code: Option<i32>,
     pub duration_ms: u64,
     /// Why it failed, and the end of its stderr.
@@ -185,13 +214,13 @@ pub fn run(
             ),
         };
         let status = if error.is_some() {
-            "failed"
+            Status::Failed
         } else if cached {
-            "cached"
+            Status::Cached
         } else if opts.dry_run {
-            "would_run"
+            Status::WouldRun
         } else {
-            "not_run"
+            Status::NotRun
         };
         let r = CommandResult {
             command: c.opts.command_line.clone(),
@@ -203,14 +232,14 @@ pub fn run(
             duration_ms: 0,
             error,
         };
-        if r.status == "failed" {
+        if r.status == Status::Failed {
             on_failure(&r);
         } else if !cached && !opts.dry_run {
             queue.push_back(i);
         }
         results.push(r);
     }
-    let key_failed = results.iter().any(|r| r.status == "failed");
+    let key_failed = results.iter().any(|r| r.status == Status::Failed);
     if key_failed && !opts.keep_going {
         queue.clear();
     }
@@ -219,14 +248,14 @@ pub fn run(
     }
     for r in &results {
         match r.status {
-            "cached" => report.already_cached += 1,
-            "stored" => report.stored += 1,
-            "fetched" => report.fetched += 1,
-            "failed" => report.failed += 1,
-            "would_run" => report.would_run += 1,
-            _ => report.not_run += 1,
+            Status::Cached => report.already_cached += 1,
+            Status::Stored => report.stored += 1,
+            Status::Fetched => report.fetched += 1,
+            Status::Failed => report.failed += 1,
+            Status::WouldRun => report.would_run += 1,
+            Status::NotRun => report.not_run += 1,
         }
-        if matches!(r.status, "stored" | "fetched") {
+        if matches!(r.status, Status::Stored | Status::Fetched) {
             report.time_saved_later_ms += r.duration_ms;
         }
     }
@@ -282,18 +311,18 @@ fn execute(
                         // An entry older than this run was fetched from the remote tier by the
                         // child, not produced by it.
                         r.status = if created_ms < started_ms {
-                            "fetched"
+                            Status::Fetched
                         } else {
-                            "stored"
+                            Status::Stored
                         };
                         r.duration_ms = duration_ms;
                     } else if exec::interrupted() {
                         // Stopped by the Ctrl-C (or finished without storing during it): not a
                         // failure of the command's own.
-                        r.status = "not_run";
+                        r.status = Status::NotRun;
                         r.error = Some(format!("interrupted (exit code {code})"));
                     } else {
-                        r.status = "failed";
+                        r.status = Status::Failed;
                         let why = if code != 0 {
                             format!("exit code {code}")
                         } else {
@@ -358,7 +387,7 @@ fn results_template(c: &WarmCommand, ms: u64, code: i32) -> CommandResult {
         cwd: c.cwd.display().to_string(),
         origin: c.origin.clone(),
         key: String::new(),
-        status: "failed",
+        status: Status::Failed,
         exit_code: Some(code),
         duration_ms: ms,
         error: None,
@@ -375,4 +404,29 @@ fn key_after(store: &Store, c: &WarmCommand) -> Option<(String, Option<(u64, u64
         _ => None,
     };
     Some((key, entry))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Status;
+
+    /// `warm --json` prints these names.
+    #[test]
+    fn status_names_are_pinned() {
+        for s in [
+            Status::Cached,
+            Status::WouldRun,
+            Status::Stored,
+            Status::Fetched,
+            Status::Failed,
+            Status::NotRun,
+        ] {
+            assert_eq!(
+                serde_json::to_string(&s).unwrap(),
+                format!("\"{}\"", s.as_str())
+            );
+        }
+        assert_eq!(Status::WouldRun.as_str(), "would_run");
+        assert_eq!(Status::NotRun.as_str(), "not_run");
+    }
 }

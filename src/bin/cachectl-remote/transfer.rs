@@ -1,6 +1,6 @@
 //! get / put / check against the remote, with everything verified on the way in.
 
-use cachectl::remote::{Mode, Outcome, Step, open_signed, sign};
+use cachectl::remote::{FailureKind, Mode, Outcome, Status, Step, open_signed, sign};
 use cachectl::store::Store;
 use cachectl::store::record;
 use opendal::{ErrorKind, Operator};
@@ -20,44 +20,44 @@ pub struct Context {
 /// A failure, classified for the caller: `timeout`, `auth`, `refused`, `config` or `io`.
 #[derive(Debug)]
 pub struct Failure {
-    pub kind: &'static str,
+    pub kind: FailureKind,
     pub message: String,
 }
 
 impl Failure {
     pub fn config(message: &str) -> Self {
         Failure {
-            kind: "config",
+            kind: FailureKind::Config,
             message: message.to_owned(),
         }
     }
     fn refused(message: String) -> Self {
         Failure {
-            kind: "refused",
+            kind: FailureKind::Refused,
             message,
         }
     }
     pub fn io(message: String) -> Self {
         Failure {
-            kind: "io",
+            kind: FailureKind::Io,
             message,
         }
     }
     pub fn auth(message: String) -> Self {
         Failure {
-            kind: "auth",
+            kind: FailureKind::Auth,
             message,
         }
     }
     pub fn timeout(message: String) -> Self {
         Failure {
-            kind: "timeout",
+            kind: FailureKind::Timeout,
             message,
         }
     }
     fn local(e: impl std::fmt::Display) -> Self {
         Failure {
-            kind: "io",
+            kind: FailureKind::Io,
             message: format!("local cache: {e}"),
         }
     }
@@ -68,19 +68,19 @@ impl From<opendal::Error> for Failure {
         let text = e.to_string();
         let lower = text.to_lowercase();
         let kind = if lower.contains("timeout") || lower.contains("timed out") {
-            "timeout"
+            FailureKind::Timeout
         } else {
             match e.kind() {
-                ErrorKind::PermissionDenied => "auth",
-                ErrorKind::ConfigInvalid => "config",
+                ErrorKind::PermissionDenied => FailureKind::Auth,
+                ErrorKind::ConfigInvalid => FailureKind::Config,
                 _ if lower.contains("403")
                     || lower.contains("401")
                     || lower.contains("noauth")
                     || lower.contains("wrongpass") =>
                 {
-                    "auth"
+                    FailureKind::Auth
                 }
-                _ => "io",
+                _ => FailureKind::Io,
             }
         };
         Failure {
@@ -124,8 +124,8 @@ fn summarize(text: &str) -> String {
 
 pub fn error_outcome(f: &Failure) -> Outcome {
     Outcome {
-        status: "error".into(),
-        kind: f.kind.into(),
+        status: Status::Error,
+        kind: f.kind,
         message: f.message.clone(),
         ..Default::default()
     }
@@ -182,13 +182,13 @@ pub async fn get(ctx: &Context, key: &str) -> Result<Outcome, Failure> {
         .collect();
     let Some((object, found_at)) = ctx.read_first(&paths).await? else {
         return Ok(Outcome {
-            status: "miss".into(),
+            status: Status::Miss,
             ..Default::default()
         });
     };
     let mut bytes_down = object.len() as u64;
     let record_bytes = open_signed(ctx.secret.as_deref(), &object).map_err(|e| Failure {
-        kind: "signature",
+        kind: FailureKind::Signature,
         message: e.to_string(),
     })?;
     let decoded = match record::decode(record_bytes) {
@@ -222,7 +222,7 @@ pub async fn get(ctx: &Context, key: &str) -> Result<Outcome, Failure> {
         let Some((blob, blob_at)) = ctx.read_first(&paths).await? else {
             // A record whose blobs are gone (evicted by the store's own expiry): a miss.
             return Ok(Outcome {
-                status: "miss".into(),
+                status: Status::Miss,
                 bytes_down,
                 message: format!("blob {digest} is missing on the remote"),
                 ..Default::default()
@@ -249,7 +249,7 @@ pub async fn get(ctx: &Context, key: &str) -> Result<Outcome, Failure> {
     )
     .map_err(Failure::local)?;
     Ok(Outcome {
-        status: "hit".into(),
+        status: Status::Hit,
         bytes_down,
         ..Default::default()
     })
@@ -279,7 +279,7 @@ pub async fn put(ctx: &Context, key: &str) -> Result<Outcome, Failure> {
     bytes_up += object.len() as u64;
     ctx.op.write(&format!("{prefix}ac/{key}"), object).await?;
     Ok(Outcome {
-        status: "stored".into(),
+        status: Status::Stored,
         bytes_up,
         ..Default::default()
     })
@@ -363,13 +363,13 @@ pub async fn check(ctx: &Context, mode: Mode) -> Result<Outcome, Failure> {
     }
     Ok(match failed {
         None => Outcome {
-            status: "ok".into(),
+            status: Status::Ok,
             steps,
             ..Default::default()
         },
         Some(f) => Outcome {
-            status: "error".into(),
-            kind: f.kind.into(),
+            status: Status::Error,
+            kind: f.kind,
             message: f.message,
             steps,
             ..Default::default()
