@@ -313,7 +313,7 @@ pub struct RunArgs {
     /// Use the configured remote tier read-write, read-only, or not at all (overrides
     /// CACHECTL_REMOTE_MODE and `[remote] mode`)
     #[arg(long, value_enum, value_name = "MODE")]
-    pub remote: Option<crate::remote::Mode>,
+    pub remote: Option<RemoteMode>,
 
     /// The command and its arguments (after `--`)
     #[arg(required = true, trailing_var_arg = true, value_name = "COMMAND")]
@@ -489,7 +489,7 @@ pub struct WarmArgs {
     pub keep_going: bool,
     /// Remote tier mode for the warmed commands: rw, ro or off
     #[arg(long, value_enum, value_name = "MODE")]
-    pub remote: Option<crate::remote::Mode>,
+    pub remote: Option<RemoteMode>,
     /// Print JSON
     #[arg(long)]
     pub json: bool,
@@ -627,5 +627,36 @@ mod tests {
             panic!("not run")
         };
         assert_eq!(a, b);
+    }
+}
+
+/// How the remote tier may be used.
+#[derive(
+    serde::Serialize, serde::Deserialize, Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum RemoteMode {
+    /// Read on a local miss, write after a store.
+    Rw,
+    /// Read only (pull requests, laptops).
+    Ro,
+    Off,
+}
+
+impl RemoteMode {
+    pub fn parse(s: &str) -> Option<RemoteMode> {
+        match s {
+            "rw" => Some(RemoteMode::Rw),
+            "ro" => Some(RemoteMode::Ro),
+            "off" => Some(RemoteMode::Off),
+            _ => None,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RemoteMode::Rw => "rw",
+            RemoteMode::Ro => "ro",
+            RemoteMode::Off => "off",
+        }
     }
 }

@@ -11,8 +11,8 @@
 //! and are not sent twice. Either way the run is marked interrupted and never stored. A child that
 //! dies of signal N makes cachectl exit 128+N.
 
+use crate::fsutil::TempFile;
 use crate::stdio::FdSink;
-use crate::store::fsutil::TempFile;
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::{self, Read, Seek, Write};

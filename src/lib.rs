@@ -20,6 +20,7 @@ pub mod commands;
 pub mod config;
 pub mod error;
 pub mod exec;
+pub mod fsutil;
 pub mod key;
 pub mod located;
 pub mod log;

@@ -10,7 +10,6 @@
 //! a restored path may be a symlink leading outside the working directory; symlinks restored (or
 //! stored) must point inside it.
 
-use crate::error::usage;
 use crate::paths::{check_inside, decode_os, encode_os};
 use crate::store::Store;
 use crate::store::cas::BlobError;
@@ -20,20 +19,6 @@ use std::fs::{self, File};
 use std::io::{self, Read};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-
-/// Check declared outputs before anything runs: absolute or `..` paths are usage errors.
-pub fn validate_declared(declared: &[String]) -> Result<Vec<PathBuf>> {
-    declared
-        .iter()
-        .map(|d| {
-            check_inside(Path::new(&decode_os(d))).map_err(|why| {
-                usage(format!(
-                    "output `{d}` {why}; outputs must be relative paths inside the working directory (fix: run cachectl from a directory that contains the output)"
-                ))
-            })
-        })
-        .collect()
-}
 
 /// What collecting the declared outputs found.
 pub enum Collected {
@@ -442,8 +427,8 @@ mod tests {
 
     #[test]
     fn declared_outputs_must_stay_inside() {
-        assert!(validate_declared(&["../x".into()]).is_err());
-        assert!(validate_declared(&["/abs".into()]).is_err());
-        assert!(validate_declared(&["out/a.o".into(), "./b".into()]).is_ok());
+        assert!(crate::config::validate_declared(&["../x".into()]).is_err());
+        assert!(crate::config::validate_declared(&["/abs".into()]).is_err());
+        assert!(crate::config::validate_declared(&["out/a.o".into(), "./b".into()]).is_ok());
     }
 }

@@ -30,76 +30,12 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// How the remote tier may be used.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-#[serde(rename_all = "snake_case")]
-pub enum Mode {
-    /// Read on a local miss, write after a store.
-    Rw,
-    /// Read only (pull requests, laptops).
-    Ro,
-    Off,
-}
+pub use crate::cli::RemoteMode as Mode;
+pub use crate::config::remote::{DEFAULT_TIMEOUT, Remote, redact};
 
-impl Mode {
-    pub fn parse(s: &str) -> Option<Mode> {
-        match s {
-            "rw" => Some(Mode::Rw),
-            "ro" => Some(Mode::Ro),
-            "off" => Some(Mode::Off),
-            _ => None,
-        }
-    }
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Mode::Rw => "rw",
-            Mode::Ro => "ro",
-            Mode::Off => "off",
-        }
-    }
-}
-
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long the remote is skipped after a failure.
 pub const BREAKER_OPEN: Duration = Duration::from_secs(30);
 const SIGNED_MAGIC: &[u8; 8] = b"CCSIG001";
-
-/// A configured remote.
-#[derive(Debug, Clone)]
-pub struct Remote {
-    pub url: String,
-    pub mode: Mode,
-    pub timeout: Duration,
-    pub namespace: Option<String>,
-}
-
-impl Remote {
-    /// The URL with any password replaced by `***`, for every message that shows it.
-    pub fn redacted_url(&self) -> String {
-        redact(&self.url)
-    }
-}
-
-/// Replace the password (or a lone user token) in a URL's userinfo with `***`.
-pub fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let (authority, path) = match rest.find('/') {
-        Some(i) => rest.split_at(i),
-        None => (rest, ""),
-    };
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = match userinfo.split_once(':') {
-                Some((u, _)) => format!("{u}:***"),
-                None => "***".to_owned(),
-            };
-            format!("{scheme}://{user}@{host}{path}")
-        }
-        None => url.to_owned(),
-    }
-}
 
 /// The signing key derived from a shared secret.
 fn signing_key(secret: &str) -> [u8; 32] {
@@ -266,7 +202,7 @@ pub fn set_breaker(store: &Store, failed: bool) {
     let path = breaker_path(store);
     if failed {
         let until = crate::clock::now_ms() + BREAKER_OPEN.as_millis() as u64;
-        let _ = crate::store::fsutil::write_atomic(&path, &store.tmp, until.to_string().as_bytes());
+        let _ = crate::fsutil::write_atomic(&path, &store.tmp, until.to_string().as_bytes());
     } else if path.exists() {
         let _ = std::fs::remove_file(path);
     }

@@ -4,6 +4,8 @@
 #[path = "integration/util.rs"]
 mod util;
 
+#[path = "integration/architecture.rs"]
+mod architecture;
 #[path = "integration/capture.rs"]
 mod capture;
 #[path = "integration/cli.rs"]

@@ -10,9 +10,9 @@
 //! and clap parses the command line as before, with its errors and help. A property test checks
 //! that whatever this parser accepts, clap parses to the same result.
 
+use super::RemoteMode as Mode;
 use super::{Cli, Command, FLAG_ENV, RunArgs, parse_duration};
 use crate::paths::encode_os;
-use crate::remote::Mode;
 use std::ffi::OsString;
 use std::path::PathBuf;
 

@@ -13,13 +13,5 @@ pub mod stats;
 pub mod verify;
 pub mod warm;
 
-use crate::config::{Config, Source};
-use anyhow::{Context, Result};
-use std::path::PathBuf;
-
 /// The working directory and the configuration every command starts from.
-pub fn load(dir: Option<(PathBuf, Source)>) -> Result<(PathBuf, Config)> {
-    let cwd = std::env::current_dir().context("cannot determine the working directory")?;
-    let cfg = Config::load(&cwd, dir)?;
-    Ok((cwd, cfg))
-}
+pub use crate::config::load_from_cwd as load;

@@ -64,37 +64,7 @@ pub struct InputState {
     pub digest: Digest,
 }
 
-/// How the executable enters the key (`exe_check` in config).
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum ExeCheck {
-    /// Content digest of the resolved executable (through the stat cache).
-    #[default]
-    Content,
-    /// Resolved path, size and mtime: cheaper, but machine-local.
-    Mtime,
-    /// Not at all.
-    None,
-}
-
-impl ExeCheck {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ExeCheck::Content => "content",
-            ExeCheck::Mtime => "mtime",
-            ExeCheck::None => "none",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "content" => Some(ExeCheck::Content),
-            "mtime" => Some(ExeCheck::Mtime),
-            "none" => Some(ExeCheck::None),
-            _ => None,
-        }
-    }
-}
+pub use crate::config::ExeCheck;
 
 /// The executable's identity.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]

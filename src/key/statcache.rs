@@ -220,7 +220,7 @@ impl StatCache {
             keep.push((path, stamp.encode(), *digest));
         }
         let bytes = encode(keep);
-        let _ = crate::store::fsutil::write_atomic(file, tmp_dir, &bytes);
+        let _ = crate::fsutil::write_atomic(file, tmp_dir, &bytes);
     }
 }
 

@@ -47,7 +47,7 @@ pub fn rebuild_index(
     dir: Option<(PathBuf, crate::config::Source)>,
     err: &anyhow::Error,
 ) -> Result<()> {
-    let (_, cfg) = crate::commands::load(dir)?;
+    let (_, cfg) = crate::config::load_from_cwd(dir)?;
     let Some(root) = cfg.dir.value else {
         bail!("no cache directory");
     };

@@ -6,7 +6,7 @@
 //! decompressing twice); the content digest is checked again while decompressing, so a restored
 //! file whose content does not match its name is never renamed into place.
 
-use super::fsutil::{TempFile, fanout};
+use crate::fsutil::{TempFile, fanout};
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};

@@ -27,18 +27,18 @@
 //! index, no lock.
 
 pub mod cas;
-pub mod fsutil;
+
 pub mod index;
 pub mod journal;
 pub mod layout;
 pub mod lock;
 pub mod record;
 
+use crate::fsutil::{self, fanout};
 use crate::key::KeyComponents;
 use crate::key::inputs::StatCacheDir;
 use anyhow::{Context, Result, bail};
 use cas::Cas;
-use fsutil::fanout;
 use layout::Item;
 use record::{Decoded, Record, RecordError};
 use serde::de::IgnoredAny;
@@ -58,18 +58,6 @@ pub struct Store {
     pub locks: PathBuf,
     pub tmp: PathBuf,
     pub journal: PathBuf,
-}
-
-/// The default cache directory: `$XDG_CACHE_HOME/cachectl`, else `~/.cache/cachectl`.
-pub fn default_root() -> Option<PathBuf> {
-    if let Some(x) = std::env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty()) {
-        let p = PathBuf::from(x);
-        if p.is_absolute() {
-            return Some(p.join("cachectl"));
-        }
-    }
-    let home = std::env::var_os("HOME").filter(|v| !v.is_empty())?;
-    Some(PathBuf::from(home).join(".cache").join("cachectl"))
 }
 
 /// Outcome of looking a key up (`C`: how the key components are held, see [`Record`]).

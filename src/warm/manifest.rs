@@ -174,7 +174,7 @@ pub fn load(path: &Path, configs: &mut Configs) -> Result<Manifest> {
                 .transpose()
         };
         for o in &c.outputs {
-            crate::outputs::validate_declared(std::slice::from_ref(o.get_ref()))
+            crate::config::validate_declared(std::slice::from_ref(o.get_ref()))
                 .map_err(|e| file.error(o.span().start, &format!("`outputs`: {e:#}")))?;
         }
         let ttl = duration(&c.ttl, "ttl")?;

@@ -242,12 +242,8 @@ pub async fn get(ctx: &Context, key: &str) -> Result<Outcome, Failure> {
         }
     }
     // The record last: only now is the entry visible locally.
-    cachectl::store::fsutil::write_atomic(
-        &ctx.store.record_path(key),
-        &ctx.store.tmp,
-        record_bytes,
-    )
-    .map_err(Failure::local)?;
+    cachectl::fsutil::write_atomic(&ctx.store.record_path(key), &ctx.store.tmp, record_bytes)
+        .map_err(Failure::local)?;
     Ok(Outcome {
         status: Status::Hit,
         bytes_down,

@@ -276,7 +276,7 @@ fn aggregates_stay_exact_under_every_writer() {
                     "invalidate"
                 }
                 17 => {
-                    crate::manage::stats::reset(&idx).unwrap();
+                    idx.reset_usage().unwrap();
                     "reset"
                 }
                 // verify --fix: a record and a blob vanished behind the index's back.
