@@ -448,6 +448,18 @@ if load("static_hello"):
             keep = [l for l in t.splitlines() if l.strip() and not l.startswith("#") and "not supported" not in l]
             w(f"<details><summary>perf stat: {label}</summary>\n\n```\n" + "\n".join(keep) + "\n```\n</details>\n")
 
+sp = os.path.join(RES, "startup.md")
+if os.path.exists(sp):
+    w("## Start-up\n")
+    w("The same hits through builds that differ only in how `cachectl` starts: written by "
+      "[`bench/startup.sh`](../bench/startup.sh), its own run (so compare within its tables, not "
+      "with the tables above). `before` is the last build linked without PIE and with its own "
+      "entry point; `after` is the default build since issue 13 (a PIE, std's entry point); "
+      "other rows are opt-in variants. [design.md](design.md#start-up) says what each costs and "
+      "why the default is what it is. The tables above come from the revision named at the top, "
+      "built the old way; until `bench/run.sh` is run again, scale their cachectl rows by these.\n")
+    w(open(sp).read().strip() + "\n")
+
 w("## Analysis: what blocks the unmet targets\n")
 ap = os.path.join(BENCH, "analysis.md")
 if os.path.exists(ap):

@@ -45,63 +45,25 @@ pub const FLAG_ENV: &[&str] = &[
     "CACHECTL_VERBOSE",
 ];
 
-/// The command line of `cachectl run ...` alone. Every cache hit starts a process that parses
-/// its arguments, and building the definitions of all subcommands costs clap more instructions
-/// than the rest of a hit; so `run` (the hot path) is parsed with a parser that knows only
-/// `run`. Its options, help and errors are `Cli`'s for `run`, from the same `RunArgs`.
-#[derive(Parser, Debug)]
-#[command(name = "cachectl", version)]
-pub struct RunCli {
-    /// Cache directory [default: $XDG_CACHE_HOME/cachectl or ~/.cache/cachectl]
-    #[arg(long, global = true, env = "CACHECTL_DIR", value_name = "DIR")]
-    pub dir: Option<PathBuf>,
-
-    #[command(subcommand)]
-    pub command: RunOnly,
-}
-
-#[derive(Subcommand, Debug)]
-pub enum RunOnly {
-    /// Run a command through the cache (replay on a hit, run and store on a miss)
-    #[command(after_help = RUN_EXAMPLES)]
-    Run(RunArgs),
-}
-
 mod fast;
 pub mod units;
 
 use units::{parse_duration_flag as parse_duration, parse_size};
 
-/// Parse the process's command line (the fast paths for `run`: [`fast`], then [`RunCli`]). Returns the
-/// command and whether `--dir` came from `CACHECTL_DIR`.
+/// Parse the process's command line: plain `run` lines by hand ([`fast`]), everything else by
+/// clap. Returns the command and whether `--dir` came from `CACHECTL_DIR`.
 pub fn parse() -> (Cli, bool) {
     use clap::{CommandFactory, FromArgMatches, parser::ValueSource};
     let args: Vec<OsString> = std::env::args_os().collect();
     if let Some(parsed) = fast::parse(&args, |name| std::env::var_os(name)) {
         return parsed;
     }
-    let fast = args.get(1).is_some_and(|a| a == "run");
-    let mut cmd = if fast {
-        RunCli::command()
-    } else {
-        Cli::command()
-    };
-    let mut matches = match cmd.try_get_matches_from_mut(args) {
+    let mut matches = match Cli::command().try_get_matches_from(args) {
         Ok(m) => m,
         Err(e) => exit_with(e),
     };
     let dir_from_env = matches.value_source("dir") == Some(ValueSource::EnvVariable);
-    let cli = if fast {
-        RunCli::from_arg_matches_mut(&mut matches).map(|r| Cli {
-            dir: r.dir,
-            command: match r.command {
-                RunOnly::Run(a) => Command::Run(a),
-            },
-        })
-    } else {
-        Cli::from_arg_matches_mut(&mut matches)
-    };
-    match cli {
+    match Cli::from_arg_matches_mut(&mut matches) {
         Ok(cli) => (cli, dir_from_env),
         Err(e) => exit_with(e),
     }
@@ -615,18 +577,8 @@ mod tests {
     }
 
     #[test]
-    fn the_run_fast_path_parses_as_the_full_cli_does() {
+    fn the_cli_definition_is_consistent() {
         Cli::command().debug_assert();
-        RunCli::command().debug_assert();
-        let argv = [
-            "cachectl", "run", "-i", "a", "--ttl", "1h", "--", "ls", "-la",
-        ];
-        let full = Cli::try_parse_from(argv).unwrap();
-        let fast = RunCli::try_parse_from(argv).unwrap();
-        let (Command::Run(a), RunOnly::Run(b)) = (full.command, fast.command) else {
-            panic!("not run")
-        };
-        assert_eq!(a, b);
     }
 }
 

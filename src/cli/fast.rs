@@ -1,14 +1,14 @@
 //! `cachectl run [OPTIONS] -- COMMAND...` in its common shapes, parsed without clap.
 //!
-//! Every cache hit is a process start, and a hit's own work is a fraction of a millisecond. Even
-//! the run-only clap parser ([`super::RunCli`]) costs about 135 k instructions: a fifth of a
-//! whole hit, more than computing the key. This parser accepts only a plain subset of what clap
-//! accepts: options in their separate-word forms (`-i PATH`, `--ttl 1h`), each single-valued
+//! Every cache hit is a process start, and a hit's own work is a fraction of a millisecond;
+//! building clap's definitions costs more than computing the key. This parser accepts only a
+//! plain subset of what clap accepts: options in their separate-word forms (`-i PATH`, `--ttl 1h`), each single-valued
 //! option and flag at most once, values that do not start with `-`, and `--` before the
 //! command. Anything else (a `--ttl=1h`, `-vi`, `--help`, a bad value, a repeated flag, a
 //! command without `--`, a `CACHECTL_*` flag variable other than `CACHECTL_DIR`) returns `None`
-//! and clap parses the command line as before, with its errors and help. A property test checks
-//! that whatever this parser accepts, clap parses to the same result.
+//! and clap parses the command line as before, with its errors and help. Tests check that it
+//! knows exactly `run`'s options as clap defines them, that every valid plain command line
+//! takes this path, and that whatever it accepts, clap parses to the same result.
 
 use super::RemoteMode as Mode;
 use super::{Cli, Command, FLAG_ENV, RunArgs, parse_duration};
@@ -100,6 +100,34 @@ pub fn parse(args: &[OsString], env: impl Fn(&str) -> Option<OsString>) -> Optio
     ))
 }
 
+/// Every word [`option`] accepts (the test against clap's definition walks it).
+#[cfg(test)]
+const OPTION_WORDS: &[&str] = &[
+    "-i",
+    "--input",
+    "-o",
+    "--output",
+    "-e",
+    "--env",
+    "-t",
+    "--tag",
+    "-n",
+    "--namespace",
+    "--salt",
+    "--ttl",
+    "--stale",
+    "--remote",
+    "--dir",
+    "--stdin",
+    "--no-cwd",
+    "--cache-failures",
+    "--force",
+    "--no-store",
+    "--explain",
+    "-v",
+    "--verbose",
+];
+
 /// The option a word names (by its long name) and whether it takes a value.
 fn option(word: &str) -> Option<(&'static str, bool)> {
     Some(match word {
@@ -143,9 +171,46 @@ mod tests {
 
     /// What clap makes of `args` with the process's real environment.
     fn clap_parse(args: &[OsString]) -> Result<(Option<PathBuf>, RunArgs), clap::Error> {
-        let cli = super::super::RunCli::try_parse_from(args)?;
-        let super::super::RunOnly::Run(run) = cli.command;
+        let cli = Cli::try_parse_from(args)?;
+        let Command::Run(run) = cli.command else {
+            panic!("not run: {args:?}")
+        };
         Ok((cli.dir, run))
+    }
+
+    /// The hand parser knows exactly the options clap defines for `run` (and the global
+    /// `--dir`), by every short and long name, with the same arity: a flag added to `RunArgs`
+    /// and not here fails this test instead of silently taking clap's slower path, or worse.
+    #[test]
+    fn knows_exactly_the_options_clap_defines() {
+        use clap::CommandFactory;
+        let cli = Cli::command();
+        let run = cli.find_subcommand("run").expect("run");
+        let globals = cli.get_arguments().filter(|a| a.is_global_set());
+        let mut defined = std::collections::BTreeSet::new();
+        for arg in run.get_arguments().chain(globals) {
+            if arg.is_positional() || matches!(arg.get_id().as_str(), "help" | "version") {
+                continue;
+            }
+            let takes_value = arg.get_action().takes_values();
+            let long = arg.get_long().expect("every run option has a long name");
+            let mut names = vec![format!("--{long}")];
+            names.extend(arg.get_short().map(|c| format!("-{c}")));
+            for name in names {
+                assert_eq!(
+                    option(&name),
+                    Some((long, takes_value)),
+                    "clap's `{name}` as the fast parser sees it"
+                );
+                defined.insert(name);
+            }
+        }
+        for name in OPTION_WORDS {
+            assert!(
+                defined.contains(*name),
+                "`{name}` is not an option of clap's `run`"
+            );
+        }
     }
 
     fn check(args: &[OsString]) -> bool {
@@ -289,6 +354,85 @@ mod tests {
             .prop_map(OsString::from),
             prop::collection::vec(any::<u8>(), 0..4).prop_map(OsString::from_vec),
         ]
+    }
+
+    /// A valid plain `run` command line: each single-valued option at most once, repeatable
+    /// ones any number of times, flags by short or long name, values that clap accepts, in any
+    /// order, then `--` and a command (whose words may look like options).
+    fn valid_line() -> impl Strategy<Value = Vec<OsString>> {
+        let path = prop::sample::select(vec!["a.c", "*.h", "src/**", "out dir/x.o", "é", "."]);
+        let repeated = (
+            prop::collection::vec(
+                (prop::sample::select(vec!["-i", "--input"]), path.clone()),
+                0..3,
+            ),
+            prop::collection::vec((prop::sample::select(vec!["-o", "--output"]), path), 0..3),
+            prop::collection::vec(
+                (
+                    prop::sample::select(vec!["-e", "--env", "-t", "--tag"]),
+                    prop::sample::select(vec!["CC", "HOME*", "t1", "x=y"]),
+                ),
+                0..3,
+            ),
+        );
+        let single = prop::collection::vec(
+            prop::option::of(prop::sample::select(vec![
+                ("-n", "ci"),
+                ("--salt", "s 1"),
+                ("--ttl", "1h"),
+                ("--stale", "90s"),
+                ("--remote", "ro"),
+                ("--dir", "/c"),
+                ("--stdin", ""),
+                ("--no-cwd", ""),
+                ("--cache-failures", ""),
+                ("--force", ""),
+                ("--no-store", ""),
+                ("--explain", ""),
+                ("-v", ""),
+            ])),
+            0..13,
+        );
+        let command = prop::collection::vec(
+            prop::sample::select(vec!["echo", "-v", "--", "--ttl", "x y", "-"]),
+            1..4,
+        );
+        (repeated, single, command)
+            .prop_map(|((i, o, et), single, command)| {
+                let mut groups: Vec<Vec<&str>> = Vec::new();
+                for (opt, v) in i.into_iter().chain(o).chain(et) {
+                    groups.push(vec![opt, v]);
+                }
+                let mut seen = std::collections::BTreeSet::new();
+                for (opt, v) in single.into_iter().flatten() {
+                    if seen.insert(opt) {
+                        groups.push(if v.is_empty() {
+                            vec![opt]
+                        } else {
+                            vec![opt, v]
+                        });
+                    }
+                }
+                (groups, command)
+            })
+            .prop_flat_map(|(groups, command)| (Just(groups).prop_shuffle(), Just(command)))
+            .prop_map(|(groups, command)| {
+                let mut args = os(&["cachectl", "run"]);
+                args.extend(groups.into_iter().flatten().map(OsString::from));
+                args.push("--".into());
+                args.extend(command.into_iter().map(OsString::from));
+                args
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+        #[test]
+        fn every_valid_plain_line_takes_the_fast_path(args in valid_line()) {
+            // A flag variable in the test's own environment sends every line to clap.
+            prop_assume!(FLAG_ENV.iter().all(|n| *n == "CACHECTL_DIR" || std::env::var_os(n).is_none()));
+            prop_assert!(check(&args), "{args:?} fell back to clap");
+        }
     }
 
     proptest! {
