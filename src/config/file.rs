@@ -11,41 +11,70 @@ enum SizeValue {
     Text(String),
 }
 
-#[derive(Default)]
-struct RawRunSettings {
-    inputs: Vec<String>,
-    outputs: Vec<String>,
-    env: Vec<String>,
-    tags: Vec<String>,
-    ttl: Option<Spanned<String>>,
-    stale: Option<Spanned<String>>,
-    namespace: Option<Spanned<String>>,
-    salt: Option<Spanned<String>>,
-    cache_failures: Option<Spanned<bool>>,
-    cwd: Option<Spanned<bool>>,
+/// The run settings a config file takes at its top level and in each `[[rule]]`, written once:
+/// each of those table structs gets these fields from this macro (between its own fields
+/// `before` and `after`, which keeps the order serde's "expected one of" messages list them
+/// in), and a `run_settings` method that checks and takes them out. (serde's `flatten` would
+/// lose both the spans and `deny_unknown_fields`.)
+macro_rules! run_table {
+    (
+        $(#[$meta:meta])*
+        struct $name:ident {
+            before { $($(#[$bmeta:meta])* $before:ident: $bty:ty,)* }
+            after { $($(#[$ameta:meta])* $after:ident: $aty:ty,)* }
+        }
+    ) => {
+        $(#[$meta])*
+        struct $name {
+            $($(#[$bmeta])* $before: $bty,)*
+            #[serde(default)]
+            inputs: Vec<String>,
+            #[serde(default)]
+            outputs: Vec<String>,
+            #[serde(default)]
+            env: Vec<String>,
+            #[serde(default)]
+            tags: Vec<String>,
+            ttl: Option<Spanned<String>>,
+            stale: Option<Spanned<String>>,
+            namespace: Option<Spanned<String>>,
+            salt: Option<Spanned<String>>,
+            cache_failures: Option<Spanned<bool>>,
+            cwd: Option<Spanned<bool>>,
+            $($(#[$ameta])* $after: $aty,)*
+        }
+
+        impl $name {
+            /// This table's run settings, checked (a bad duration names its line).
+            fn run_settings(&self, loc: &Located) -> Result<RunSettings> {
+                Ok(RunSettings {
+                    inputs: self.inputs.clone(),
+                    outputs: self.outputs.clone(),
+                    env: self.env.clone(),
+                    tags: self.tags.clone(),
+                    ttl: loc.duration(&self.ttl, "ttl")?,
+                    stale: loc.duration(&self.stale, "stale")?,
+                    namespace: loc.string(&self.namespace),
+                    salt: loc.string(&self.salt),
+                    cache_failures: loc.boolean(&self.cache_failures),
+                    cwd: loc.boolean(&self.cwd),
+                })
+            }
+        }
+    };
 }
 
-/// A `[[rule]]` table: `match` plus the run settings (spelled out, since serde's `flatten`
-/// would lose both spans and `deny_unknown_fields`).
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawRule {
-    #[serde(rename = "match")]
-    pattern: Spanned<String>,
-    #[serde(default)]
-    inputs: Vec<String>,
-    #[serde(default)]
-    outputs: Vec<String>,
-    #[serde(default)]
-    env: Vec<String>,
-    #[serde(default)]
-    tags: Vec<String>,
-    ttl: Option<Spanned<String>>,
-    stale: Option<Spanned<String>>,
-    namespace: Option<Spanned<String>>,
-    salt: Option<Spanned<String>>,
-    cache_failures: Option<Spanned<bool>>,
-    cwd: Option<Spanned<bool>>,
+run_table! {
+    /// A `[[rule]]` table: `match` plus the run settings.
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct RawRule {
+        before {
+            #[serde(rename = "match")]
+            pattern: Spanned<String>,
+        }
+        after {}
+    }
 }
 
 /// `[remote]`.
@@ -58,32 +87,25 @@ struct RawRemote {
     namespace: Option<Spanned<String>>,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawFile {
-    remote: Option<RawRemote>,
-    dir: Option<Spanned<String>>,
-    max_size: Option<Spanned<SizeValue>>,
-    compression_level: Option<Spanned<i64>>,
-    lock_timeout: Option<Spanned<String>>,
-    exe_check: Option<Spanned<String>>,
-    verbose: Option<Spanned<bool>>,
-    #[serde(default)]
-    inputs: Vec<String>,
-    #[serde(default)]
-    outputs: Vec<String>,
-    #[serde(default)]
-    env: Vec<String>,
-    #[serde(default)]
-    tags: Vec<String>,
-    ttl: Option<Spanned<String>>,
-    stale: Option<Spanned<String>>,
-    namespace: Option<Spanned<String>>,
-    salt: Option<Spanned<String>>,
-    cache_failures: Option<Spanned<bool>>,
-    cwd: Option<Spanned<bool>>,
-    #[serde(default)]
-    rule: Vec<Spanned<RawRule>>,
+run_table! {
+    /// A whole config file.
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct RawFile {
+        before {
+            remote: Option<RawRemote>,
+            dir: Option<Spanned<String>>,
+            max_size: Option<Spanned<SizeValue>>,
+            compression_level: Option<Spanned<i64>>,
+            lock_timeout: Option<Spanned<String>>,
+            exe_check: Option<Spanned<String>>,
+            verbose: Option<Spanned<bool>>,
+        }
+        after {
+            #[serde(default)]
+            rule: Vec<Spanned<RawRule>>,
+        }
+    }
 }
 
 /// Turns spans into `file:line` sources and located usage errors.
@@ -124,23 +146,6 @@ impl Located<'_> {
     fn boolean(&self, s: &Option<Spanned<bool>>) -> Option<Setting<bool>> {
         s.as_ref().map(|v| self.setting(v, *v.get_ref()))
     }
-}
-
-fn run_settings(loc: &Located, raw: &RawRunSettings) -> Result<RunSettings> {
-    let ttl = loc.duration(&raw.ttl, "ttl")?;
-    let stale = loc.duration(&raw.stale, "stale")?;
-    Ok(RunSettings {
-        inputs: raw.inputs.clone(),
-        outputs: raw.outputs.clone(),
-        env: raw.env.clone(),
-        tags: raw.tags.clone(),
-        ttl,
-        stale,
-        namespace: loc.string(&raw.namespace),
-        salt: loc.string(&raw.salt),
-        cache_failures: loc.boolean(&raw.cache_failures),
-        cwd: loc.boolean(&raw.cwd),
-    })
 }
 
 fn expand_home(p: &str) -> PathBuf {
@@ -243,19 +248,7 @@ impl Config {
         if let Some(v) = &raw.verbose {
             self.verbose = loc.setting(v, *v.get_ref());
         }
-        let top = RawRunSettings {
-            inputs: raw.inputs,
-            outputs: raw.outputs,
-            env: raw.env,
-            tags: raw.tags,
-            ttl: raw.ttl,
-            stale: raw.stale,
-            namespace: raw.namespace,
-            salt: raw.salt,
-            cache_failures: raw.cache_failures,
-            cwd: raw.cwd,
-        };
-        let top = run_settings(&loc, &top)?;
+        let top = raw.run_settings(&loc)?;
         overlay(&mut self.defaults, top.clone());
         let mut layer_rules = Vec::new();
         for r in raw.rule {
@@ -267,21 +260,7 @@ impl Config {
                 pattern,
                 pattern_text: rule.pattern.get_ref().clone(),
                 origin: loc.source(span.start),
-                settings: run_settings(
-                    &loc,
-                    &RawRunSettings {
-                        inputs: rule.inputs,
-                        outputs: rule.outputs,
-                        env: rule.env,
-                        tags: rule.tags,
-                        ttl: rule.ttl,
-                        stale: rule.stale,
-                        namespace: rule.namespace,
-                        salt: rule.salt,
-                        cache_failures: rule.cache_failures,
-                        cwd: rule.cwd,
-                    },
-                )?,
+                settings: rule.run_settings(&loc)?,
             });
         }
         self.rules.extend(layer_rules.iter().cloned());
