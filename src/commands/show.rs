@@ -19,38 +19,19 @@ fn resolve(store: &Store, prefix: &str) -> Result<String> {
             "`{prefix}` is not a key prefix (hex digits, as `cachectl ls` shows)"
         )));
     }
-    let dirs: Vec<String> = if prefix.len() >= 2 {
-        vec![prefix[..2].to_owned()]
-    } else {
-        (0..16).map(|i| format!("{prefix}{i:x}")).collect()
-    };
-    let mut found = Vec::new();
-    for d in dirs {
-        let Ok(rd) = std::fs::read_dir(store.ac.join(d)) else {
-            continue;
-        };
-        for e in rd.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if name.starts_with(&prefix) {
-                found.push(name);
-            }
-        }
-    }
+    let mut found = store.keys_with_prefix(&prefix)?;
     match found.len() {
         0 => bail!("no entry whose key starts with {prefix} (see `cachectl ls`)"),
         1 => Ok(found.remove(0)),
-        n => {
-            found.sort();
-            Err(usage(format!(
-                "key prefix {prefix} is ambiguous ({n} entries: {}...); give more characters",
-                found
-                    .iter()
-                    .take(4)
-                    .map(|k| ui::short(k))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )))
-        }
+        n => Err(usage(format!(
+            "key prefix {prefix} is ambiguous ({n} entries: {}...); give more characters",
+            found
+                .iter()
+                .take(4)
+                .map(|k| ui::short(k))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
     }
 }
 

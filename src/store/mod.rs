@@ -132,6 +132,32 @@ impl Store {
         Ok(())
     }
 
+    /// The keys of the records whose key starts with `prefix` (lowercase hex), sorted. Reads
+    /// one fan-out directory (16 for a one-digit prefix), never the index.
+    pub fn keys_with_prefix(&self, prefix: &str) -> io::Result<Vec<String>> {
+        let dirs: Vec<String> = if prefix.len() >= 2 {
+            vec![prefix[..2].to_owned()]
+        } else {
+            (0..16).map(|i| format!("{prefix}{i:x}")).collect()
+        };
+        let mut found = Vec::new();
+        for d in dirs {
+            let rd = match std::fs::read_dir(self.ac.join(d)) {
+                Ok(rd) => rd,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            for e in rd.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if name.starts_with(prefix) {
+                    found.push(name);
+                }
+            }
+        }
+        found.sort();
+        Ok(found)
+    }
+
     pub fn record_path(&self, key: &str) -> PathBuf {
         fanout(&self.ac, key)
     }
