@@ -277,6 +277,12 @@ pub struct RunArgs {
     #[arg(long, value_enum, value_name = "MODE")]
     pub remote: Option<RemoteMode>,
 
+    /// Do not store a result larger than this once stored (`500MiB`, `5G`; a bare number is
+    /// bytes); the command's own result is unchanged [default: max_entry_size from config,
+    /// CACHECTL_MAX_ENTRY_SIZE; none]
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub max_entry_size: Option<u64>,
+
     /// The command and its arguments (after `--`)
     #[arg(required = true, trailing_var_arg = true, value_name = "COMMAND")]
     pub command: Vec<OsString>,

@@ -38,6 +38,14 @@ pub fn run(dir: Option<(PathBuf, Source)>, args: &ConfigArgs) -> Result<i32> {
     );
     row(
         &mut out,
+        "max_entry_size",
+        &map(&cfg.max_entry_size, |v| match v {
+            Some(v) => bytesize::ByteSize(*v).display().iec().to_string(),
+            None => "none".to_owned(),
+        }),
+    );
+    row(
+        &mut out,
         "compression_level",
         &map(&cfg.compression_level, |v| v.to_string()),
     );

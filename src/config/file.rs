@@ -96,6 +96,7 @@ run_table! {
             remote: Option<RawRemote>,
             dir: Option<Spanned<String>>,
             max_size: Option<Spanned<SizeValue>>,
+            max_entry_size: Option<Spanned<SizeValue>>,
             compression_level: Option<Spanned<i64>>,
             lock_timeout: Option<Spanned<String>>,
             exe_check: Option<Spanned<String>>,
@@ -202,6 +203,14 @@ impl Config {
                     .map_err(|e| loc.error(s.span().start, &format!("`max_size`: {e}")))?,
             };
             self.max_size = loc.setting(s, v);
+        }
+        if let Some(s) = &raw.max_entry_size {
+            let v = match s.get_ref() {
+                SizeValue::Bytes(n) => *n,
+                SizeValue::Text(t) => parse_size(t)
+                    .map_err(|e| loc.error(s.span().start, &format!("`max_entry_size`: {e}")))?,
+            };
+            self.max_entry_size = loc.setting(s, Some(v));
         }
         if let Some(l) = &raw.compression_level {
             let v = *l.get_ref();

@@ -137,6 +137,8 @@ pub struct Rule {
 pub struct Config {
     pub dir: Setting<Option<PathBuf>>,
     pub max_size: Setting<u64>,
+    /// A result larger than this (stored bytes) is not stored; `None`: no limit.
+    pub max_entry_size: Setting<Option<u64>>,
     pub compression_level: Setting<i32>,
     pub lock_timeout: Setting<Duration>,
     pub exe_check: Setting<ExeCheck>,
@@ -174,6 +176,7 @@ impl Config {
         Config {
             dir: Setting::default(default_root()),
             max_size: Setting::default(DEFAULT_MAX_SIZE),
+            max_entry_size: Setting::default(None),
             compression_level: Setting::default(DEFAULT_COMPRESSION_LEVEL),
             lock_timeout: Setting::default(DEFAULT_LOCK_TIMEOUT),
             exe_check: Setting::default(ExeCheck::Content),
@@ -226,6 +229,9 @@ impl Config {
         };
         let text = |v: &str| Ok::<_, String>(Some(v.to_owned()));
         env_setting(&mut self.max_size, "CACHECTL_MAX_SIZE", parse_size)?;
+        env_setting(&mut self.max_entry_size, "CACHECTL_MAX_ENTRY_SIZE", |v| {
+            parse_size(v).map(Some)
+        })?;
         env_setting(
             &mut self.compression_level,
             "CACHECTL_COMPRESSION_LEVEL",

@@ -27,6 +27,8 @@ pub struct RunOptions {
     pub compression_level: i32,
     /// Above this total a store starts a background gc.
     pub max_size: u64,
+    /// `--max-entry-size` over `max_entry_size`: larger results are not stored.
+    pub max_entry_size: Option<u64>,
     /// The remote tier, if one is configured and not off.
     pub remote: Option<Remote>,
     /// Where each matched rule was defined (for `cachectl config -- CMD` and `--explain`).
@@ -124,6 +126,7 @@ impl RunOptions {
             lock_timeout: cfg.lock_timeout.value,
             compression_level: cfg.compression_level.value,
             max_size: cfg.max_size.value,
+            max_entry_size: args.max_entry_size.or(cfg.max_entry_size.value),
             remote: cfg.remote(args.remote),
             matched_rules,
         })

@@ -77,6 +77,8 @@ pub enum NotStored {
     InputChanged,
     /// A declared output was not produced, or leads outside the working directory.
     MissingOutput,
+    /// Larger, once stored, than `max_entry_size`.
+    TooLarge,
 }
 
 impl NotStored {
@@ -89,6 +91,7 @@ impl NotStored {
             NotStored::CaptureFailed => "capture_failed",
             NotStored::InputChanged => "input_changed",
             NotStored::MissingOutput => "missing_output",
+            NotStored::TooLarge => "too_large",
         }
     }
 
@@ -104,6 +107,7 @@ impl NotStored {
             NotStored::CaptureFailed => "the output could not be captured in full",
             NotStored::InputChanged => "an input changed while the command ran",
             NotStored::MissingOutput => "a declared output is missing",
+            NotStored::TooLarge => "larger than max_entry_size",
         }
     }
 }
@@ -158,6 +162,7 @@ mod tests {
             NotStored::CaptureFailed,
             NotStored::InputChanged,
             NotStored::MissingOutput,
+            NotStored::TooLarge,
         ];
         let names: Vec<&str> = all.iter().map(|r| r.as_str()).collect();
         assert_eq!(
@@ -169,7 +174,8 @@ mod tests {
                 "reader_gone",
                 "capture_failed",
                 "input_changed",
-                "missing_output"
+                "missing_output",
+                "too_large"
             ]
         );
     }

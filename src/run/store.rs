@@ -150,6 +150,25 @@ fn store_result(
     };
     let stdout = stream_ref(&mut c.stdout)?;
     let stderr = stream_ref(&mut c.stderr)?;
+    // The blobs are in (a later gc collects them if nothing refers to them); the record, which
+    // makes them an entry, is not written for a result over the limit.
+    let inline =
+        c.stdout.inline().map_or(0, <[u8]>::len) + c.stderr.inline().map_or(0, <[u8]>::len);
+    let size = bytes + inline as u64;
+    if let Some(limit) = opts.max_entry_size
+        && size > limit
+    {
+        if opts.verbose {
+            crate::note!(
+                "cachectl: not stored ({}: {} > {})",
+                NotStored::TooLarge.why(),
+                crate::ui::size(size),
+                crate::ui::size(limit)
+            );
+        }
+        log_not_stored(job, NotStored::TooLarge);
+        return Ok(false);
+    }
     let record = Record {
         key: key.to_owned(),
         command: opts.command_line.clone(),

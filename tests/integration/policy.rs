@@ -257,3 +257,48 @@ impl Drop for Busy {
         self.0.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 }
+
+/// `max_entry_size` (issue 16): a result larger than the limit once stored is not stored
+/// (`too_large` in stats), whatever sets the limit (flag, env var, config); the command's own
+/// result is unchanged, and a result under the limit is stored as usual.
+#[test]
+fn results_over_max_entry_size_are_not_stored() {
+    let t = TestContext::new();
+    t.write("big.bin", binary_data(20_000));
+    t.counted("big", "cat big.bin");
+    t.counted("small", "echo small");
+    let big = || t.run(&["--", "./big"]);
+    let data = binary_data(20_000);
+    t.miss(big().env("CACHECTL_MAX_ENTRY_SIZE", "8KiB"))
+        .success()
+        .stdout(data.clone());
+    t.miss(t.run(&["--max-entry-size", "8KiB", "--", "./big"]))
+        .success()
+        .stdout(data.clone());
+    t.write("cachectl.toml", "max_entry_size = 8192\n");
+    let a = t.miss(t.run(&["-v", "--", "./big"])).success();
+    assert!(
+        stderr_of(&a).contains("not stored (larger than max_entry_size"),
+        "{}",
+        stderr_of(&a)
+    );
+    // Under the limit: stored and hit.
+    t.miss(t.run(&["--", "./small"]))
+        .success()
+        .stdout("small\n");
+    t.hit(t.run(&["--", "./small"])).success().stdout("small\n");
+    // The flag beats the file: a limit above the size stores it.
+    t.miss(t.run(&["--max-entry-size", "1MiB", "--", "./big"]))
+        .success();
+    t.hit(t.run(&["--max-entry-size", "1MiB", "--", "./big"]))
+        .success()
+        .stdout(data);
+    let s = crate::manage::json(t.cachectl(&["stats", "--json"]));
+    assert_eq!(s["uncacheable"]["too_large"], 3, "{s}");
+    // A bad value is a usage error naming where it came from.
+    t.run(&["--", "./small"])
+        .env("CACHECTL_MAX_ENTRY_SIZE", "lots")
+        .assert()
+        .code(2)
+        .stderr(predicates::str::contains("CACHECTL_MAX_ENTRY_SIZE"));
+}
