@@ -128,7 +128,7 @@ pub enum Command {
     Run(RunArgs),
     /// Counters (hits, misses, time saved), store size, per-command breakdown, daily history
     #[command(
-        after_help = "Examples:\n  cachectl stats\n  cachectl stats --by namespace --since 7d\n  cachectl stats --json | jq .hit_rate"
+        after_help = "Examples:\n  cachectl stats\n  cachectl stats --by namespace --since 7d\n  cachectl stats --json | jq .hit_rate\n  cachectl stats --since 2h --fail-under 60   # CI gate: exit 1 below 60% hits"
     )]
     Stats(StatsArgs),
     /// Evict entries by least-recent use and age, then delete what nothing references
@@ -307,8 +307,26 @@ pub struct StatsArgs {
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub since: Option<Duration>,
     /// Zero the counters (entries are kept)
-    #[arg(long)]
+    #[arg(long, conflicts_with = "fail_under")]
     pub reset: bool,
+    /// Exit 1 when the hit rate of the counted window is below PCT percent (a CI gate; with no
+    /// lookups the rate is 0%)
+    #[arg(long, value_name = "PCT", value_parser = parse_percent)]
+    pub fail_under: Option<f64>,
+}
+
+/// A percentage from 0 to 100.
+fn parse_percent(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .trim()
+        .trim_end_matches('%')
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number (a percentage from 0 to 100, e.g. 60)"))?;
+    if (0.0..=100.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!("`{s}` is not between 0 and 100"))
+    }
 }
 
 #[derive(Args, Debug)]

@@ -25,10 +25,32 @@ pub fn run(dir: Option<(PathBuf, Source)>, args: &StatsArgs) -> Result<i32> {
     let since = args.since.map(|d| d.as_millis() as u64);
     // The table shows the top rows only, so only those are read; `--json` lists every row.
     let limit = (!args.json).then_some(TOP_ROWS);
-    let s = stats::compute(&store, &idx, since, by, cfg.max_size.value, limit)?;
+    let mut s = stats::compute(&store, &idx, since, by, cfg.max_size.value, limit)?;
+    let gate = args.fail_under.map(|pct| s.gate(pct));
+    // The report first, then the verdict: one line on stderr, exit 1 below the threshold.
+    let code = match gate {
+        Some(g) if !g.passed => 1,
+        _ => 0,
+    };
+    let verdict = || {
+        if let Some(g) = gate.filter(|g| !g.passed) {
+            let window = match &s.since {
+                Some(since) => format!("since {since}"),
+                None => "over all recorded activity".to_owned(),
+            };
+            eprintln!(
+                "cachectl: hit rate {:.1}% ({} of {} lookups) {window} is below --fail-under {}%",
+                g.hit_rate,
+                s.hits,
+                s.hits + s.misses,
+                g.threshold
+            );
+        }
+    };
     if args.json {
         ui::print_json(&s)?;
-        return Ok(0);
+        verdict();
+        return Ok(code);
     }
     println!("Cache {}", s.dir);
     if let Some(since) = &s.since {
@@ -136,5 +158,6 @@ pub fn run(dir: Option<(PathBuf, Source)>, args: &StatsArgs) -> Result<i32> {
         }
         println!("\nHistory (last 14 days with activity)\n{h}");
     }
-    Ok(0)
+    verdict();
+    Ok(code)
 }

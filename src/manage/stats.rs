@@ -74,6 +74,33 @@ pub struct Stats {
     #[serde(skip)]
     pub breakdown_rows: u64,
     pub history: Vec<Day>,
+    /// The `--fail-under` verdict, when one was asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fail_under: Option<Gate>,
+}
+
+/// `stats --fail-under`: the hit rate of the counted window against a threshold.
+#[derive(Serialize, Debug, Clone, Copy, PartialEq)]
+pub struct Gate {
+    /// The threshold, in percent.
+    pub threshold: f64,
+    /// The window's hit rate, in percent (0 with no lookups).
+    pub hit_rate: f64,
+    pub passed: bool,
+}
+
+impl Stats {
+    /// Judge the hit rate against `threshold` percent, and remember the verdict.
+    pub fn gate(&mut self, threshold: f64) -> Gate {
+        let hit_rate = self.hit_rate * 100.0;
+        let gate = Gate {
+            threshold,
+            hit_rate,
+            passed: hit_rate >= threshold,
+        };
+        self.fail_under = Some(gate);
+        gate
+    }
 }
 
 fn file_len(p: impl AsRef<std::path::Path>) -> u64 {
@@ -219,6 +246,7 @@ fn compute_from(
         breakdown,
         breakdown_rows,
         history,
+        fail_under: None,
     })
 }
 

@@ -435,3 +435,68 @@ fn management_commands_on_a_missing_cache_create_nothing() {
         assert!(!t.cache.exists(), "{args:?} created {}", t.cache.display());
     }
 }
+
+/// `stats --fail-under PCT` (issue 16): a CI gate on the hit rate of the counted window. Exit 1
+/// with one line naming the rate, the window and the threshold; exit 0 at or above it; `--json`
+/// carries the verdict; `--since` selects the window; a bad threshold is a usage error.
+#[test]
+fn stats_fail_under_gates_on_the_hit_rate() {
+    let t = TestContext::new();
+    t.counted("a", "echo a");
+    t.counted("b", "echo b");
+    t.miss(t.run(&["--", "./a"])).success();
+    t.hit(t.run(&["--", "./a"])).success();
+    t.miss(t.run(&["--", "./b"])).success();
+    t.hit(t.run(&["--", "./b"])).success();
+    // 2 hits of 4 lookups: 50%.
+    let a = t
+        .cachectl(&["stats", "--fail-under", "60"])
+        .assert()
+        .code(1);
+    let err = stderr_of(&a);
+    assert_eq!(
+        err.trim(),
+        "cachectl: hit rate 50.0% (2 of 4 lookups) over all recorded activity is below --fail-under 60%"
+    );
+    assert!(String::from_utf8_lossy(&stdout_of(&a)).contains("Hits             2 of 4"));
+    t.cachectl(&["stats", "--fail-under", "50"])
+        .assert()
+        .success();
+    t.cachectl(&["stats", "--fail-under", "0"])
+        .assert()
+        .success();
+    let a = t
+        .cachectl(&["stats", "--json", "--fail-under", "75%"])
+        .assert()
+        .code(1);
+    let s: serde_json::Value = serde_json::from_slice(&stdout_of(&a)).unwrap();
+    assert_eq!(
+        s["fail_under"],
+        serde_json::json!({"threshold": 75.0, "hit_rate": 50.0, "passed": false})
+    );
+    let s = json(t.cachectl(&["stats", "--json"]));
+    assert!(s.get("fail_under").is_none(), "only with the flag: {s}");
+    // A window with no activity has no lookups: 0%.
+    let a = t
+        .cachectl(&["stats", "--since", "1h", "--fail-under", "10"])
+        .now(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis() as u64
+                + 100 * 24 * 3600 * 1000,
+        )
+        .assert()
+        .code(1);
+    assert!(
+        stderr_of(&a).contains("(0 of 0 lookups) since "),
+        "{}",
+        stderr_of(&a)
+    );
+    for bad in ["101", "-1", "lots"] {
+        t.cachectl(&["stats", "--fail-under", bad]).assert().code(2);
+    }
+    t.cachectl(&["stats", "--reset", "--fail-under", "5"])
+        .assert()
+        .code(2);
+}
