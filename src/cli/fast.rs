@@ -303,60 +303,18 @@ mod tests {
     fn word() -> impl Strategy<Value = OsString> {
         use std::os::unix::ffi::OsStringExt;
         prop_oneof![
-            prop::sample::select(vec![
-                "-i",
-                "--input",
-                "-o",
-                "--output",
-                "-e",
-                "--env",
-                "-t",
-                "--tag",
-                "-n",
-                "--namespace",
-                "--salt",
-                "--ttl",
-                "--stale",
-                "--remote",
-                "--max-entry-size",
-                "--dir",
-                "--stdin",
-                "--no-cwd",
-                "--cache-failures",
-                "--force",
-                "--no-store",
-                "--explain",
-                "-v",
-                "--verbose",
-                "--",
-                "--",
-                "-",
-                "-vi",
-                "--ttl=1h",
-                "-h",
-                "--help",
-                "-V",
-                "1h",
-                "90s",
-                "7d",
-                "soon",
-                "rw",
-                "ro",
-                "off",
-                "RO",
-                "5MiB",
-                "lots",
-                "a.c",
-                "*.h",
-                "src/**",
-                "",
-                " ",
-                "é",
-                "x=y",
-                "-x",
-                "--x",
-                "echo",
-            ])
+            // Every option word the parser knows, then separators, values and near-misses.
+            prop::sample::select(
+                OPTION_WORDS
+                    .iter()
+                    .copied()
+                    .chain([
+                        "--", "--", "-", "-vi", "--ttl=1h", "-h", "--help", "-V", "1h", "90s",
+                        "7d", "soon", "rw", "ro", "off", "RO", "5MiB", "lots", "a.c", "*.h",
+                        "src/**", "", " ", "é", "x=y", "-x", "--x", "echo",
+                    ])
+                    .collect::<Vec<_>>(),
+            )
             .prop_map(OsString::from),
             prop::collection::vec(any::<u8>(), 0..4).prop_map(OsString::from_vec),
         ]
