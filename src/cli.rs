@@ -43,6 +43,7 @@ pub const FLAG_ENV: &[&str] = &[
     "CACHECTL_NO_STORE",
     "CACHECTL_EXPLAIN",
     "CACHECTL_VERBOSE",
+    "CACHECTL_SESSION",
 ];
 
 mod fast;
@@ -102,16 +103,38 @@ fn exit_with(e: clap::Error) -> ! {
             Some(clap::error::ContextValue::String(arg)) => arg.clone(),
             _ => String::new(),
         };
-        for name in BOOL_ENV {
+        let value = match e.get(clap::error::ContextKind::InvalidValue) {
+            Some(clap::error::ContextValue::String(v)) => Some(v.clone()),
+            _ => None,
+        };
+        for name in FLAG_ENV {
             let own_flag =
                 format!("--{}", name["CACHECTL_".len()..].to_ascii_lowercase()).replace('_', "-");
-            if flag.contains(&own_flag)
-                && let Some(v) = std::env::var_os(name)
-                && !v.is_empty()
-                && !is_boolish(&v)
-            {
+            let Some(v) = std::env::var_os(name).filter(|v| !v.is_empty()) else {
+                continue;
+            };
+            // Clap names the flag; the value tells whether it came from the variable.
+            let from_var = flag.split([' ', '=']).next() == Some(own_flag.as_str())
+                && value
+                    .as_deref()
+                    .is_none_or(|bad| *bad == *v.to_string_lossy());
+            if !from_var {
+                continue;
+            }
+            if BOOL_ENV.contains(name) {
+                if !is_boolish(&v) {
+                    eprintln!(
+                        "cachectl: error: {name}={} is not a boolean; set it to 1/0, true/false, yes/no or on/off (or leave it empty for unset)",
+                        v.to_string_lossy()
+                    );
+                    std::process::exit(2);
+                }
+            } else {
+                let why = std::error::Error::source(&e)
+                    .map(|s| s.to_string())
+                    .unwrap_or_else(|| "not a valid value".to_owned());
                 eprintln!(
-                    "cachectl: error: {name}={} is not a boolean; set it to 1/0, true/false, yes/no or on/off (or leave it empty for unset)",
+                    "cachectl: error: {name}={:?}: {why}; fix: correct or unset {name}",
                     v.to_string_lossy()
                 );
                 std::process::exit(2);
@@ -283,6 +306,11 @@ pub struct RunArgs {
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub max_entry_size: Option<u64>,
 
+    /// Record this run as part of the build NAME (`stats --session NAME` reports it alone);
+    /// export CACHECTL_SESSION once at the top of a CI job to tag every run in it
+    #[arg(long, env = "CACHECTL_SESSION", value_name = "NAME", value_parser = parse_session)]
+    pub session: Option<String>,
+
     /// The command and its arguments (after `--`)
     #[arg(required = true, trailing_var_arg = true, value_name = "COMMAND")]
     pub command: Vec<OsString>,
@@ -295,11 +323,29 @@ pub enum ByArg {
     Namespace,
 }
 
+/// How `stats` prints its report.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum StatsFormat {
+    /// Aligned text with a bar chart of the daily history
+    #[default]
+    Text,
+    /// JSON (stable schema, see docs/commands.md); the same as --json
+    Json,
+    /// A Markdown report for a CI job summary (`>> $GITHUB_STEP_SUMMARY`)
+    Markdown,
+}
+
 #[derive(Args, Debug)]
 pub struct StatsArgs {
-    /// Print JSON (stable schema, see docs/commands.md)
-    #[arg(long)]
+    /// Print JSON (stable schema, see docs/commands.md); short for --format json
+    #[arg(long, conflicts_with = "format")]
     pub json: bool,
+    /// Print the report as text, json or markdown
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub format: Option<StatsFormat>,
+    /// Report one build: the runs recorded with `run --session NAME` (or CACHECTL_SESSION)
+    #[arg(long, value_name = "NAME", value_parser = parse_session)]
+    pub session: Option<String>,
     /// Group the breakdown by command line or namespace
     #[arg(long, value_enum, default_value_t = ByArg::Command)]
     pub by: ByArg,
@@ -307,12 +353,48 @@ pub struct StatsArgs {
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub since: Option<Duration>,
     /// Zero the counters (entries are kept)
-    #[arg(long, conflicts_with = "fail_under")]
+    #[arg(long, conflicts_with_all = ["fail_under", "session"])]
     pub reset: bool,
     /// Exit 1 when the hit rate of the counted window is below PCT percent (a CI gate; with no
     /// lookups the rate is 0%)
     #[arg(long, value_name = "PCT", value_parser = parse_percent)]
     pub fail_under: Option<f64>,
+    /// Exit 1 when the recent hit rate (the last 24 hours, or the --session) is POINTS or more
+    /// percentage points below that of the 7 days before it (an alert for a cache that quietly
+    /// stopped working)
+    #[arg(long, value_name = "POINTS", value_parser = parse_percent, conflicts_with = "reset")]
+    pub fail_on_drop: Option<f64>,
+}
+
+impl StatsArgs {
+    /// `--format`, with `--json` as its short form.
+    pub fn format(&self) -> StatsFormat {
+        match (self.json, self.format) {
+            (true, _) => StatsFormat::Json,
+            (false, f) => f.unwrap_or_default(),
+        }
+    }
+}
+
+/// The longest session name: long enough for `$CI_PIPELINE_ID-$CI_JOB_NAME`, short enough to
+/// print in a line.
+pub const SESSION_MAX_LEN: usize = 200;
+
+/// A session name: printable text of at most [`SESSION_MAX_LEN`] bytes.
+pub fn parse_session(s: &str) -> Result<String, String> {
+    if s.trim().is_empty() {
+        return Err("a session name cannot be empty".into());
+    }
+    if s.len() > SESSION_MAX_LEN {
+        return Err(format!(
+            "a session name is at most {SESSION_MAX_LEN} bytes (this one is {})",
+            s.len()
+        ));
+    }
+    if s.chars().any(char::is_control) {
+        return Err("a session name cannot contain control characters".into());
+    }
+    Ok(s.to_owned())
 }
 
 /// A percentage from 0 to 100.
@@ -476,6 +558,9 @@ pub struct WarmArgs {
     /// Remote tier mode for the warmed commands: rw, ro or off
     #[arg(long, value_enum, value_name = "MODE")]
     pub remote: Option<RemoteMode>,
+    /// Record the warmed runs as part of the build NAME (see `run --session`)
+    #[arg(long, env = "CACHECTL_SESSION", value_name = "NAME", value_parser = parse_session)]
+    pub session: Option<String>,
     /// Print JSON
     #[arg(long)]
     pub json: bool,
@@ -533,6 +618,12 @@ impl RunArgs {
         }
         if let Some(mode) = self.remote {
             flag("--remote", mode.as_str());
+        }
+        if let Some(size) = self.max_entry_size {
+            flag("--max-entry-size", &size.to_string());
+        }
+        if let Some(session) = &self.session {
+            flag("--session", session);
         }
         for (on, f) in [
             (self.stdin, "--stdin"),

@@ -24,6 +24,8 @@ mod manage_gc;
 mod manage_inspect;
 #[path = "integration/manage_invalidate.rs"]
 mod manage_invalidate;
+#[path = "integration/manage_stats.rs"]
+mod manage_stats;
 #[path = "integration/policy.rs"]
 mod policy;
 #[path = "integration/properties.rs"]

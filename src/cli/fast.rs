@@ -23,10 +23,11 @@ pub fn parse(args: &[OsString], env: impl Fn(&str) -> Option<OsString>) -> Optio
     if args.get(1)? != "run" {
         return None;
     }
-    // clap would read these as flag defaults; leave such command lines to it.
+    // clap would read these as flag defaults; leave such command lines to it. Two are read
+    // here: CACHECTL_DIR and CACHECTL_SESSION, which a CI job sets for every run.
     if FLAG_ENV
         .iter()
-        .any(|name| *name != "CACHECTL_DIR" && env(name).is_some())
+        .any(|name| !READ_HERE.contains(name) && env(name).is_some())
     {
         return None;
     }
@@ -81,6 +82,7 @@ pub fn parse(args: &[OsString], env: impl Fn(&str) -> Option<OsString>) -> Optio
                     "stale" => run.stale = Some(parse_duration(text).ok()?),
                     "remote" => run.remote = Some(remote_mode(text)?),
                     "max-entry-size" => run.max_entry_size = Some(super::parse_size(text).ok()?),
+                    "session" => run.session = Some(super::parse_session(text).ok()?),
                     _ => unreachable!("every option is listed in `option`"),
                 }
             }
@@ -89,6 +91,12 @@ pub fn parse(args: &[OsString], env: impl Fn(&str) -> Option<OsString>) -> Optio
     run.command = words.cloned().collect();
     if run.command.is_empty() {
         return None;
+    }
+    if run.session.is_none()
+        && let Some(session) = env("CACHECTL_SESSION")
+    {
+        // A bad name goes to clap, whose error names the variable.
+        run.session = Some(super::parse_session(session.to_str()?).ok()?);
     }
     let dir_from_env = dir.is_none() && env("CACHECTL_DIR").is_some();
     let dir = dir.or_else(|| env("CACHECTL_DIR").map(PathBuf::from));
@@ -100,6 +108,9 @@ pub fn parse(args: &[OsString], env: impl Fn(&str) -> Option<OsString>) -> Optio
         dir_from_env,
     ))
 }
+
+/// The flag variables this parser reads itself (any other set one sends the line to clap).
+const READ_HERE: &[&str] = &["CACHECTL_DIR", "CACHECTL_SESSION"];
 
 /// Every word [`option`] accepts (the test against clap's definition walks it).
 #[cfg(test)]
@@ -119,6 +130,7 @@ const OPTION_WORDS: &[&str] = &[
     "--stale",
     "--remote",
     "--max-entry-size",
+    "--session",
     "--dir",
     "--stdin",
     "--no-cwd",
@@ -143,6 +155,7 @@ fn option(word: &str) -> Option<(&'static str, bool)> {
         "--stale" => ("stale", true),
         "--remote" => ("remote", true),
         "--max-entry-size" => ("max-entry-size", true),
+        "--session" => ("session", true),
         "--dir" => ("dir", true),
         "--stdin" => ("stdin", false),
         "--no-cwd" => ("no-cwd", false),
@@ -298,6 +311,23 @@ mod tests {
         assert_eq!((cli.dir, from_env), (Some(PathBuf::from("/flag")), false));
     }
 
+    #[test]
+    fn session_from_the_environment() {
+        let env = |n: &str| (n == "CACHECTL_SESSION").then(|| OsString::from("ci-7"));
+        let run_of = |cli: Cli| match cli.command {
+            Command::Run(run) => run,
+            _ => unreachable!(),
+        };
+        let (cli, _) = parse(&os(&["cachectl", "run", "--", "x"]), env).unwrap();
+        assert_eq!(run_of(cli).session.as_deref(), Some("ci-7"));
+        let args = os(&["cachectl", "run", "--session", "mine", "--", "x"]);
+        let (cli, _) = parse(&args, env).unwrap();
+        assert_eq!(run_of(cli).session.as_deref(), Some("mine"));
+        // A name clap would refuse goes to clap, which says which variable is wrong.
+        let bad = |n: &str| (n == "CACHECTL_SESSION").then(|| OsString::from("a\tb"));
+        assert!(parse(&os(&["cachectl", "run", "--", "x"]), bad).is_none());
+    }
+
     /// Words the random command lines are made of: every option, valid and invalid values,
     /// hyphen words, `--`, `=` forms, non-UTF-8 bytes.
     fn word() -> impl Strategy<Value = OsString> {
@@ -347,6 +377,7 @@ mod tests {
                 ("--stale", "90s"),
                 ("--remote", "ro"),
                 ("--max-entry-size", "5MiB"),
+                ("--session", "ci-42 build"),
                 ("--dir", "/c"),
                 ("--stdin", ""),
                 ("--no-cwd", ""),
@@ -356,7 +387,7 @@ mod tests {
                 ("--explain", ""),
                 ("-v", ""),
             ])),
-            0..13,
+            0..14,
         );
         let command = prop::collection::vec(
             prop::sample::select(vec!["echo", "-v", "--", "--ttl", "x y", "-"]),
@@ -395,7 +426,7 @@ mod tests {
         #[test]
         fn every_valid_plain_line_takes_the_fast_path(args in valid_line()) {
             // A flag variable in the test's own environment sends every line to clap.
-            prop_assume!(FLAG_ENV.iter().all(|n| *n == "CACHECTL_DIR" || std::env::var_os(n).is_none()));
+            prop_assume!(FLAG_ENV.iter().all(|n| READ_HERE.contains(n) || std::env::var_os(n).is_none()));
             prop_assert!(check(&args), "{args:?} fell back to clap");
         }
     }

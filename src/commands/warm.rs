@@ -44,6 +44,7 @@ pub fn run(dir: Option<(PathBuf, Source)>, args: &WarmArgs) -> Result<i32> {
     let mut commands = commands;
     for c in &mut commands {
         c.args.remote = args.remote;
+        c.args.session = args.session.clone();
     }
     let store = Store::at(root);
     store.check_safe()?;

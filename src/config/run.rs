@@ -31,6 +31,8 @@ pub struct RunOptions {
     pub max_entry_size: Option<u64>,
     /// The remote tier, if one is configured and not off.
     pub remote: Option<Remote>,
+    /// The build this run belongs to (`--session`, `CACHECTL_SESSION`).
+    pub session: Option<String>,
     /// Where each matched rule was defined (for `cachectl config -- CMD` and `--explain`).
     pub matched_rules: Vec<String>,
 }
@@ -128,6 +130,7 @@ impl RunOptions {
             max_size: cfg.max_size.value,
             max_entry_size: args.max_entry_size.or(cfg.max_entry_size.value),
             remote: cfg.remote(args.remote),
+            session: args.session.clone(),
             matched_rules,
         })
     }

@@ -182,6 +182,12 @@ pub fn run(store: &Store, idx: &mut Index, opts: &GcOptions) -> Result<GcReport>
     report.blobs_removed = orphaned.len() as u64;
     if !opts.dry_run {
         idx.remove_entries(store, &evict_keys)?;
+        let evicted: Vec<(&str, &str)> = report
+            .evicted
+            .iter()
+            .map(|e| (e.key.as_str(), e.reason))
+            .collect();
+        idx.remember_evicted(&evicted, now)?;
         // Last check, with stores held off (Store::blob_lock): blobs referenced by any record
         // written since gc started are kept, and so is any blob touched since gc listed it.
         let _blobs = store.blob_lock(true)?;

@@ -3,12 +3,13 @@
 use crate::clock::{HOUR_MS, now_ms};
 use crate::store::Store;
 use crate::store::index::Index;
-use crate::store::index::stats::{DayUsage, Group};
+use crate::store::index::LOST_TO_EVICTION;
+use crate::store::index::stats::{DayUsage, Group, Scope};
 use anyhow::Result;
 use serde::Serialize;
 use std::collections::BTreeMap;
 
-pub use crate::store::index::stats::Row;
+pub use crate::store::index::stats::{Row, SessionRun};
 
 #[derive(Serialize, Debug, Clone, Copy, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
@@ -17,11 +18,15 @@ pub enum By {
     Namespace,
 }
 
-#[derive(Serialize, Debug)]
+#[derive(Serialize, Debug, Clone, PartialEq, Eq)]
 pub struct Day {
+    /// Days since the Unix epoch.
+    #[serde(skip)]
+    pub day: i64,
     pub date: String,
     pub hits: u64,
     pub misses: u64,
+    pub time_saved_ms: u64,
 }
 
 /// Remote tier counters.
@@ -40,12 +45,97 @@ pub struct RemoteStats {
     pub refused: u64,
 }
 
+/// `--session NAME`: the build the figures are limited to.
+#[derive(Serialize, Debug)]
+pub struct Session {
+    pub name: String,
+    /// RFC 3339 times of its first and last recorded events (null: none recorded, or
+    /// forgotten after [`SESSION_RETENTION_DAYS`] days).
+    pub first: Option<String>,
+    pub last: Option<String>,
+    /// Its longest misses (the commands that ran), longest first.
+    pub slowest_misses: Vec<SessionRun>,
+}
+
+/// How many days a session's figures are kept after its last event.
+pub const SESSION_RETENTION_DAYS: u64 = crate::store::index::SESSION_RETENTION_MS / (24 * HOUR_MS);
+
+/// Rows of the slowest-misses list.
+pub const SLOWEST: usize = 10;
+
+/// Which way the hit rate is going: the recent window against the one before it.
+#[derive(Serialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    Improving,
+    Degrading,
+    Stable,
+    /// One of the windows has no lookups: nothing to compare.
+    Unknown,
+}
+
+/// A change of less than this many points either way is `stable`.
+pub const STABLE_POINTS: f64 = 5.0;
+
+/// Hours in the window the recent hit rate is compared with.
+pub const PREVIOUS_WINDOW_HOURS: i64 = 7 * 24;
+
+/// A stretch of time and its lookups.
+#[derive(Serialize, Debug, Clone, PartialEq)]
+pub struct Window {
+    /// RFC 3339 start (inclusive) and end (exclusive), whole hours.
+    pub from: String,
+    pub to: String,
+    pub hits: u64,
+    pub misses: u64,
+    /// In percent; null without lookups.
+    pub hit_rate: Option<f64>,
+}
+
+impl Window {
+    fn new(from_hour: i64, to_hour: i64, (hits, misses): (u64, u64)) -> Window {
+        let lookups = hits + misses;
+        Window {
+            from: crate::ui::rfc3339(from_hour.max(0) as u64 * HOUR_MS),
+            to: crate::ui::rfc3339(to_hour.max(0) as u64 * HOUR_MS),
+            hits,
+            misses,
+            hit_rate: (lookups > 0).then(|| hits as f64 * 100.0 / lookups as f64),
+        }
+    }
+}
+
+/// The hit-rate trend: the recent window (the session with `--session`, else the last 24
+/// hours) against the 7 days before it, over the whole cache.
+#[derive(Serialize, Debug, Clone, PartialEq)]
+pub struct Trend {
+    pub recent: Window,
+    pub previous: Window,
+    /// Recent minus previous hit rate, in percentage points; null when either has no lookups.
+    pub change_points: Option<f64>,
+    pub direction: Direction,
+}
+
+/// `--fail-on-drop POINTS`: the recent hit rate against the previous window's.
+#[derive(Serialize, Debug, Clone, Copy, PartialEq)]
+pub struct DropGate {
+    /// The largest drop allowed, in percentage points.
+    pub threshold_points: f64,
+    /// How far the hit rate fell (negative: it rose); null when there is nothing to compare.
+    pub drop_points: Option<f64>,
+    pub passed: bool,
+}
+
 /// Everything `stats` reports. Field names are the documented `--json` schema.
 #[derive(Serialize, Debug)]
 pub struct Stats {
     pub dir: String,
     /// RFC 3339 start of the counted period (`--since`), or null for all time.
     pub since: Option<String>,
+    /// `--session`: the figures below (but entries and sizes, which describe the store) are
+    /// that build's alone.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session: Option<Session>,
     pub hits: u64,
     pub misses: u64,
     pub hit_rate: f64,
@@ -54,6 +144,9 @@ pub struct Stats {
     pub bytes_replayed: u64,
     pub uncacheable: BTreeMap<String, u64>,
     pub errors: BTreeMap<String, u64>,
+    /// Misses of entries gc had evicted (hits a larger cache would have given), by why gc
+    /// evicted them: `max_size` or `max_age`.
+    pub lost_to_eviction: BTreeMap<String, u64>,
     pub entries: u64,
     pub blobs: u64,
     /// Everything counted: records, blobs, index and journal.
@@ -74,9 +167,13 @@ pub struct Stats {
     #[serde(skip)]
     pub breakdown_rows: u64,
     pub history: Vec<Day>,
+    pub trend: Trend,
     /// The `--fail-under` verdict, when one was asked for.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fail_under: Option<Gate>,
+    /// The `--fail-on-drop` verdict, when one was asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fail_on_drop: Option<DropGate>,
 }
 
 /// `stats --fail-under`: the hit rate of the counted window against a threshold.
@@ -101,6 +198,19 @@ impl Stats {
         self.fail_under = Some(gate);
         gate
     }
+
+    /// Judge the trend's drop against `points`, and remember the verdict. With nothing to
+    /// compare (a window without lookups) it passes.
+    pub fn drop_gate(&mut self, points: f64) -> DropGate {
+        let drop_points = self.trend.change_points.map(|c| -c);
+        let gate = DropGate {
+            threshold_points: points,
+            drop_points,
+            passed: drop_points.is_none_or(|d| d < points),
+        };
+        self.fail_on_drop = Some(gate);
+        gate
+    }
 }
 
 fn file_len(p: impl AsRef<std::path::Path>) -> u64 {
@@ -117,48 +227,63 @@ pub fn bookkeeping_bytes(store: &Store) -> u64 {
     total
 }
 
-/// Compute the report. `limit` caps the breakdown at its top rows (the table prints 15; `--json`
-/// passes `None` and gets every row); [`Stats::breakdown_rows`] always counts them all.
-///
-/// Everything but the `--since` breakdown reads the aggregate tables the index keeps (see
-/// `store::index`), so the cost does not grow with the number of entries or commands.
-pub fn compute(
-    store: &Store,
-    idx: &Index,
-    since_ms: Option<u64>,
-    by: By,
-    max_size: u64,
-    limit: Option<usize>,
-) -> Result<Stats> {
-    let from_hour = since_ms.map(|s| (now_ms().saturating_sub(s) / HOUR_MS) as i64);
-    compute_from(store, idx, from_hour, by, max_size, limit)
+/// What to report.
+#[derive(Debug, Clone, Copy)]
+pub struct Query<'a> {
+    /// `--since`: count only this long ago and later.
+    pub since_ms: Option<u64>,
+    /// `--session`: one build's figures.
+    pub session: Option<&'a str>,
+    pub by: By,
+    pub max_size: u64,
+    /// Cap the breakdown at its top rows (the table prints 15; `--json` passes `None` and gets
+    /// every row); [`Stats::breakdown_rows`] always counts them all.
+    pub limit: Option<usize>,
 }
 
-/// [`compute`] counting from the start of hour `from_hour` (since the epoch), or all time.
-fn compute_from(
+/// Compute the report.
+///
+/// Everything but a `--since` or `--session` breakdown reads the aggregate tables the index
+/// keeps (see `store::index`), so the cost does not grow with the number of entries or
+/// commands.
+pub fn compute(store: &Store, idx: &Index, q: &Query) -> Result<Stats> {
+    let now_hour = (now_ms() / HOUR_MS) as i64;
+    let since_hour = q
+        .since_ms
+        .map(|s| (now_ms().saturating_sub(s) / HOUR_MS) as i64);
+    compute_at(store, idx, q, since_hour, now_hour)
+}
+
+/// [`compute`] as if the current hour were `now_hour`, counting from the start of hour
+/// `since_hour` (since the epoch), or all time.
+fn compute_at(
     store: &Store,
     idx: &Index,
+    q: &Query,
     since_hour: Option<i64>,
-    by: By,
-    max_size: u64,
-    limit: Option<usize>,
+    now_hour: i64,
 ) -> Result<Stats> {
     let from_hour = since_hour.unwrap_or(0);
-    let days = idx.usage_by_day(from_hour)?;
+    let scope = match q.session {
+        Some(name) => Scope::Session(name),
+        None => Scope::All,
+    };
+    let days = idx.usage_by_day(scope, from_hour)?;
     let sum = |f: fn(&DayUsage) -> i64| days.iter().map(f).sum::<i64>();
     let (hits, misses, stores) = (sum(|d| d.hits), sum(|d| d.misses), sum(|d| d.stores));
     let (saved, replayed) = (sum(|d| d.time_saved_ms), sum(|d| d.bytes_replayed));
     let mut uncacheable = BTreeMap::new();
     let mut errors = BTreeMap::new();
-    for f in idx.fault_counts(from_hour)? {
-        let map = if f.kind == "error" {
-            &mut errors
-        } else {
-            &mut uncacheable
+    let mut lost_to_eviction = BTreeMap::new();
+    for f in idx.fault_counts(scope, from_hour)? {
+        let map = match f.kind.as_str() {
+            "error" => &mut errors,
+            LOST_TO_EVICTION => &mut lost_to_eviction,
+            _ => &mut uncacheable,
         };
         map.insert(f.reason, f.count);
     }
-    let group = match by {
+    let group = match q.by {
         By::Command => Group::Command,
         By::Namespace => Group::Namespace,
     };
@@ -167,25 +292,29 @@ fn compute_from(
     let stored = totals.record_bytes + totals.blob_stored_bytes;
     let uncompressed = totals.record_bytes + totals.blob_bytes;
 
-    // A period that starts at or before the oldest usage row counts every row, so its breakdown
-    // is the all-time one, which the index serves in a few steps.
-    let (breakdown, breakdown_rows) = if idx.oldest_usage_hour()?.is_none_or(|h| h >= from_hour) {
-        (idx.breakdown_top(group, limit)?, totals.names)
-    } else {
-        idx.breakdown_since(group, from_hour, limit)?
+    let (breakdown, breakdown_rows) = match q.session {
+        Some(name) => idx.session_breakdown(name, group, from_hour, q.limit)?,
+        // A period that starts at or before the oldest usage row counts every row, so its
+        // breakdown is the all-time one, which the index serves in a few steps.
+        None if idx.oldest_usage_hour()?.is_none_or(|h| h >= from_hour) => {
+            (idx.breakdown_top(group, q.limit)?, totals.names)
+        }
+        None => idx.breakdown_since(group, from_hour, q.limit)?,
     };
 
     let history = days
         .iter()
         .map(|d| Day {
-            date: crate::ui::rfc3339(d.day as u64 * 24 * HOUR_MS)[..10].to_owned(),
+            day: d.day,
+            date: date_of(d.day),
             hits: d.hits as u64,
             misses: d.misses as u64,
+            time_saved_ms: d.time_saved_ms as u64,
         })
         .collect();
 
     let mut remote = RemoteStats::default();
-    for r in idx.remote_counts(from_hour)? {
+    for r in idx.remote_counts(scope, from_hour)? {
         let (n, bytes) = (r.count, r.bytes);
         match r.op.as_str() {
             "hit" => {
@@ -211,13 +340,29 @@ fn compute_from(
         }
     }
 
-    let lookups = (hits + misses) as u64;
+    let span = match q.session {
+        Some(name) => idx.session_span(name)?,
+        None => None,
+    };
+    let session = match q.session {
+        Some(name) => Some(Session {
+            name: name.to_owned(),
+            first: span.map(|(f, _)| crate::ui::rfc3339(f)),
+            last: span.map(|(_, l)| crate::ui::rfc3339(l)),
+            slowest_misses: idx.slowest_runs(name, from_hour.max(0) as u64 * HOUR_MS, SLOWEST)?,
+        }),
+        None => None,
+    };
+    let (hits, misses) = (hits as u64, misses as u64);
+    let trend = trend(idx, q.session.map(|_| ((hits, misses), span)), now_hour)?;
+    let lookups = hits + misses;
     Ok(Stats {
         dir: store.root.display().to_string(),
         // Counters are kept per hour: the period starts at the top of the hour.
         since: since_hour.map(|h| crate::ui::rfc3339(h as u64 * HOUR_MS)),
-        hits: hits as u64,
-        misses: misses as u64,
+        session,
+        hits,
+        misses,
         hit_rate: if lookups == 0 {
             0.0
         } else {
@@ -228,6 +373,7 @@ fn compute_from(
         bytes_replayed: replayed as u64,
         uncacheable,
         errors,
+        lost_to_eviction,
         entries: totals.entries,
         blobs: totals.blobs,
         size_bytes: stored + bookkeeping_bytes(store),
@@ -238,19 +384,111 @@ fn compute_from(
         } else {
             uncompressed as f64 / stored as f64
         },
-        max_size_bytes: max_size,
+        max_size_bytes: q.max_size,
         oldest: oldest.map(crate::ui::rfc3339),
         newest: newest.map(crate::ui::rfc3339),
         remote,
-        by,
+        by: q.by,
         breakdown,
         breakdown_rows,
         history,
+        trend,
         fail_under: None,
+        fail_on_drop: None,
     })
+}
+
+/// A session's hits and misses, and the Unix ms of its first and last events.
+type SessionLookups = ((u64, u64), Option<(u64, u64)>);
+
+/// The trend at `now_hour`. With a session, its lookups make the recent window (from the hour
+/// of its first event to that of its last); without one the recent window is the last 24 hours.
+fn trend(idx: &Index, session: Option<SessionLookups>, now_hour: i64) -> Result<Trend> {
+    let (recent_from, recent_to, recent) = match session {
+        Some((lookups, Some((first, last)))) => (
+            (first / HOUR_MS) as i64,
+            (last / HOUR_MS) as i64 + 1,
+            lookups,
+        ),
+        Some((lookups, None)) => (now_hour - 23, now_hour + 1, lookups),
+        None => {
+            let from = now_hour - 23;
+            (from, now_hour + 1, idx.lookups_between(from, now_hour + 1)?)
+        }
+    };
+    let previous_from = recent_from - PREVIOUS_WINDOW_HOURS;
+    let previous = idx.lookups_between(previous_from, recent_from)?;
+    let recent = Window::new(recent_from, recent_to, recent);
+    let previous = Window::new(previous_from, recent_from, previous);
+    let change_points = recent.hit_rate.zip(previous.hit_rate).map(|(r, p)| r - p);
+    let direction = match change_points {
+        None => Direction::Unknown,
+        Some(c) if c >= STABLE_POINTS => Direction::Improving,
+        Some(c) if c <= -STABLE_POINTS => Direction::Degrading,
+        Some(_) => Direction::Stable,
+    };
+    Ok(Trend {
+        recent,
+        previous,
+        change_points,
+        direction,
+    })
+}
+
+fn date_of(day: i64) -> String {
+    crate::ui::rfc3339(day.max(0) as u64 * 24 * HOUR_MS)[..10].to_owned()
+}
+
+/// The chart's days: every calendar day of the last `n` up to the last day with activity,
+/// those without activity as zeros (a gap in the chart is a day nobody used the cache).
+pub fn chart_days(history: &[Day], n: usize) -> Vec<Day> {
+    let Some(last) = history.last().map(|d| d.day) else {
+        return Vec::new();
+    };
+    let first = history[0].day.max(last - n as i64 + 1);
+    let mut active = history.iter().filter(|d| d.day >= first).peekable();
+    (first..=last)
+        .map(|day| match active.next_if(|d| d.day == day) {
+            Some(d) => d.clone(),
+            None => Day {
+                day,
+                date: date_of(day),
+                hits: 0,
+                misses: 0,
+                time_saved_ms: 0,
+            },
+        })
+        .collect()
 }
 
 /// `--reset`: zero the counters, keep the entries.
 pub fn reset(idx: &Index) -> Result<()> {
     idx.reset_usage()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn day(day: i64, hits: u64) -> Day {
+        Day {
+            day,
+            date: date_of(day),
+            hits,
+            misses: 1,
+            time_saved_ms: 0,
+        }
+    }
+
+    #[test]
+    fn the_chart_fills_days_without_activity() {
+        let history = [day(10, 1), day(13, 2), day(14, 3)];
+        let chart = chart_days(&history, 14);
+        let days: Vec<(i64, u64)> = chart.iter().map(|d| (d.day, d.hits)).collect();
+        assert_eq!(days, [(10, 1), (11, 0), (12, 0), (13, 2), (14, 3)]);
+        assert_eq!(chart[1].date, "1970-01-12");
+        let days: Vec<i64> = chart_days(&history, 2).iter().map(|d| d.day).collect();
+        assert_eq!(days, [13, 14]);
+        assert!(chart_days(&[], 14).is_empty());
+    }
 }

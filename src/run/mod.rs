@@ -95,7 +95,10 @@ fn prepare<'a>(
     root: Option<PathBuf>,
     cwd: &'a Path,
 ) -> Result<Job<'a>, Unkeyed> {
-    let store = open_store(root);
+    let store = open_store(root).map(|mut s| {
+        s.session = opts.session.clone();
+        s
+    });
     let (stdin, stdin_digest) = match opts.stdin.then(read_stdin) {
         None => (None, None),
         Some((file, Ok(digest))) => (Some(file), Some(digest)),

@@ -59,7 +59,7 @@ pub(super) fn finish(mut job: Job, miss: Miss, captured: Captured) -> i32 {
         if opts.verbose {
             crate::note!("cachectl: not stored ({})", reason.why());
         }
-        log_not_stored(&job, reason);
+        log_not_stored(&job, reason, captured.duration_ms);
         return code;
     }
     let components = std::mem::take(&mut job.components);
@@ -82,7 +82,7 @@ pub(super) fn finish(mut job: Job, miss: Miss, captured: Captured) -> i32 {
     code
 }
 
-fn log_not_stored(job: &Job, reason: NotStored) {
+fn log_not_stored(job: &Job, reason: NotStored, duration_ms: u64) {
     fault::journal(
         &job.store,
         &Event::Uncacheable {
@@ -91,6 +91,7 @@ fn log_not_stored(job: &Job, reason: NotStored) {
             cmd: job.opts.command_line.clone(),
             ns: job.opts.namespace.clone(),
             reason: reason.as_str().into(),
+            duration_ms,
         },
     );
 }
@@ -116,7 +117,7 @@ fn store_result(
             }
             Collected::Uncacheable(why) => {
                 warn::once("output", format_args!("{why}; not stored"));
-                log_not_stored(job, NotStored::MissingOutput);
+                log_not_stored(job, NotStored::MissingOutput, c.duration_ms);
                 return Ok(false);
             }
         }
@@ -166,7 +167,7 @@ fn store_result(
                 crate::ui::size(limit)
             );
         }
-        log_not_stored(job, NotStored::TooLarge);
+        log_not_stored(job, NotStored::TooLarge, c.duration_ms);
         return Ok(false);
     }
     let record = Record {

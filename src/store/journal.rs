@@ -44,13 +44,16 @@ pub enum Event {
         bytes: u64,
         duration_ms: u64,
     },
-    /// The command ran but its result was not stored, and why.
+    /// The command ran but its result was not stored, and why. `duration_ms`: how long it ran
+    /// (0 in lines written before it was recorded).
     Uncacheable {
         ts: u64,
         key: String,
         cmd: String,
         ns: String,
         reason: String,
+        #[serde(default)]
+        duration_ms: u64,
     },
     /// Remote tier activity: `op` is `hit`, `miss`, `store` or `error`; `kind` classifies
     /// errors (`timeout`, `auth`, `refused`, `config`, `io`); `bytes` moved.
@@ -64,14 +67,25 @@ pub enum Event {
     Error { ts: u64, kind: String },
 }
 
+/// A journal line: an event and the session (`--session`, `CACHECTL_SESSION`) it belongs to.
+/// Without a session the line is the event alone, as cachectl wrote it before sessions existed.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct Line<E = Event, S = String> {
+    #[serde(flatten)]
+    pub event: E,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<S>,
+}
+
 /// Above this size a run asks for the journal to be folded (by a background `gc --auto`), so a
 /// cache that only ever sees hits does not grow its journal without bound.
 pub const FOLD_THRESHOLD: u64 = 4 << 20;
 
-/// Append `event` to the journal at `path` and return the journal's new length. Errors are
-/// returned for the caller to ignore or warn.
-pub fn append(path: &Path, event: &Event) -> std::io::Result<u64> {
-    let mut line = serde_json::to_vec(event).map_err(std::io::Error::other)?;
+/// Append `event` (of `session`, if any) to the journal at `path` and return the journal's new
+/// length. Errors are returned for the caller to ignore or warn.
+pub fn append(path: &Path, event: &Event, session: Option<&str>) -> std::io::Result<u64> {
+    let line = Line { event, session };
+    let mut line = serde_json::to_vec(&line).map_err(std::io::Error::other)?;
     line.push(b'\n');
     for _ in 0..8 {
         let mut f = File::options().append(true).create(true).open(path)?;
@@ -89,7 +103,7 @@ pub fn append(path: &Path, event: &Event) -> std::io::Result<u64> {
 }
 
 /// Parse journal text leniently: a torn or foreign line is skipped, never fatal.
-pub fn parse(text: &str) -> impl Iterator<Item = Event> + '_ {
+pub fn parse(text: &str) -> impl Iterator<Item = Line> + '_ {
     text.lines().filter_map(|l| serde_json::from_str(l).ok())
 }
 
@@ -140,8 +154,9 @@ mod tests {
                     cmd: "c".into(),
                     ns: "n".into(),
                     reason: "reader_gone".into(),
+                    duration_ms: 7,
                 },
-                r#"{"ev":"uncacheable","ts":1,"key":"k","cmd":"c","ns":"n","reason":"reader_gone"}"#,
+                r#"{"ev":"uncacheable","ts":1,"key":"k","cmd":"c","ns":"n","reason":"reader_gone","duration_ms":7}"#,
             ),
             (
                 Event::Remote {
@@ -161,8 +176,34 @@ mod tests {
             ),
         ];
         for (event, line) in lines {
-            assert_eq!(serde_json::to_string(&event).unwrap(), line);
-            assert_eq!(parse(line).collect::<Vec<_>>(), [event]);
+            let written = Line {
+                event: &event,
+                session: None::<&str>,
+            };
+            assert_eq!(serde_json::to_string(&written).unwrap(), line);
+            let read = Line {
+                event,
+                session: None,
+            };
+            assert_eq!(parse(line).collect::<Vec<_>>(), [read]);
         }
+        // A session is one more field at the end of the line.
+        let event = Event::Miss {
+            ts: 1,
+            key: "k".into(),
+            cmd: "c".into(),
+            ns: "n".into(),
+        };
+        let line = r#"{"ev":"miss","ts":1,"key":"k","cmd":"c","ns":"n","session":"ci-42"}"#;
+        let written = Line {
+            event: &event,
+            session: Some("ci-42"),
+        };
+        assert_eq!(serde_json::to_string(&written).unwrap(), line);
+        let read = Line {
+            event,
+            session: Some("ci-42".to_owned()),
+        };
+        assert_eq!(parse(line).collect::<Vec<_>>(), [read]);
     }
 }

@@ -58,6 +58,9 @@ pub struct Store {
     pub locks: PathBuf,
     pub tmp: PathBuf,
     pub journal: PathBuf,
+    /// The build this process's events belong to (`--session`, `CACHECTL_SESSION`): written
+    /// with every journal event so that `stats --session` can report that build alone.
+    pub session: Option<String>,
 }
 
 /// Outcome of looking a key up (`C`: how the key components are held, see [`Record`]).
@@ -81,6 +84,7 @@ impl Store {
             tmp: Item::Tmp.path(&root),
             journal: Item::Journal.path(&root),
             root,
+            session: None,
         }
     }
 
@@ -288,7 +292,7 @@ impl Store {
     /// [`journal::FOLD_THRESHOLD`] and should be folded. A store that was never created (a
     /// `--no-store` lookup on an empty cache) has nothing to record usage against: `Ok(false)`.
     pub fn log(&self, event: &journal::Event) -> io::Result<bool> {
-        match journal::append(&self.journal, event) {
+        match journal::append(&self.journal, event, self.session.as_deref()) {
             Ok(len) => Ok(len > journal::FOLD_THRESHOLD),
             Err(e) if e.kind() == io::ErrorKind::NotFound && !self.root.exists() => Ok(false),
             Err(e) => Err(e),

@@ -887,15 +887,16 @@ fn event() -> impl Strategy<Value = Event> {
                 duration_ms
             }
         ),
-        (any::<u64>(), s(), s(), s(), s()).prop_map(|(ts, key, cmd, ns, reason)| {
-            Event::Uncacheable {
+        (any::<u64>(), s(), s(), s(), s(), any::<u64>()).prop_map(
+            |(ts, key, cmd, ns, reason, duration_ms)| Event::Uncacheable {
                 ts,
                 key,
                 cmd,
                 ns,
                 reason,
+                duration_ms,
             }
-        }),
+        ),
         (any::<u64>(), s(), s(), any::<u64>()).prop_map(|(ts, op, kind, bytes)| Event::Remote {
             ts,
             op,
@@ -935,21 +936,29 @@ fn the_journal_parser_skips_garbage_and_keeps_every_event_in_order() {
             prop_oneof![3 => event().prop_map(Ok), 1 => garbage_line().prop_map(Err)],
             0..30,
         );
+        let strategy = (
+            strategy,
+            prop::collection::vec(prop::option::of(text(12)), 30),
+        );
         runner(800)
-            .run(&strategy, |lines| {
+            .run(&strategy, |(lines, sessions)| {
                 let mut text = String::new();
                 let mut want = Vec::new();
-                for l in &lines {
+                for (l, session) in lines.iter().zip(&sessions) {
                     match l {
                         Ok(e) => {
-                            text.push_str(&serde_json::to_string(e).unwrap());
-                            want.push(e.clone());
+                            let line = journal::Line {
+                                event: e.clone(),
+                                session: session.clone(),
+                            };
+                            text.push_str(&serde_json::to_string(&line).unwrap());
+                            want.push(line);
                         }
                         Err(g) => text.push_str(g),
                     }
                     text.push('\n');
                 }
-                let got: Vec<Event> = journal::parse(&text).collect();
+                let got: Vec<journal::Line> = journal::parse(&text).collect();
                 prop_assert_eq!(got, want);
                 Ok(())
             })

@@ -179,6 +179,26 @@ pub struct Run {
 }
 
 impl Run {
+    /// Another program with the same environment and directory (e.g. `script` to give
+    /// cachectl a terminal).
+    pub fn program(self, program: &str, args: &[&str]) -> Run {
+        let mut cmd = Command::new(program);
+        for (name, value) in self.cmd.get_envs() {
+            match value {
+                Some(v) => cmd.env(name, v),
+                None => cmd.env_remove(name),
+            };
+        }
+        if let Some(dir) = self.cmd.get_current_dir() {
+            cmd.current_dir(dir);
+        }
+        cmd.args(args);
+        Run {
+            cmd,
+            stdin: self.stdin,
+        }
+    }
+
     pub fn args(mut self, args: &[&str]) -> Run {
         self.cmd.args(args);
         self

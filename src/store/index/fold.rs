@@ -58,8 +58,11 @@ impl Index {
                 let tx = self
                     .conn
                     .transaction_with_behavior(TransactionBehavior::Immediate)?;
-                for ev in journal::parse(&text) {
-                    apply_event(&tx, store, &ev)?;
+                for line in journal::parse(&text) {
+                    let lost = apply_event(&tx, store, &line.event)?;
+                    if let Some(session) = &line.session {
+                        apply_session_event(&tx, session, &line.event, lost.as_deref())?;
+                    }
                     folded += 1;
                 }
                 tx.execute(
@@ -72,8 +75,50 @@ impl Index {
             self.conn
                 .execute("DELETE FROM meta WHERE name = ?1", [&marker])?;
         }
+        self.prune(crate::clock::now_ms())?;
         tracing::debug!(events = folded, "journal folded into the index");
         Ok(folded)
+    }
+}
+
+/// How long a session's figures are kept after its last event.
+pub const SESSION_RETENTION_MS: u64 = 30 * 24 * HOUR_MS;
+
+/// How long an evicted key is remembered: a miss of it later than this is not counted as a hit
+/// lost to eviction.
+pub const EVICTED_RETENTION_MS: u64 = 90 * 24 * HOUR_MS;
+
+impl Index {
+    /// Forget sessions whose last event is older than [`SESSION_RETENTION_MS`] and evicted keys
+    /// older than [`EVICTED_RETENTION_MS`]. Both lookups are one step down an index when there is
+    /// nothing to forget.
+    fn prune(&mut self, now: u64) -> Result<()> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let before = now.saturating_sub(SESSION_RETENTION_MS) as i64;
+        let old: Vec<String> = {
+            let mut stmt = tx.prepare("SELECT name FROM sessions WHERE last_ms < ?1")?;
+            stmt.query_map([before], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?
+        };
+        for name in &old {
+            for table in [
+                "session_usage",
+                "session_faults",
+                "session_remote",
+                "session_runs",
+            ] {
+                tx.execute(&format!("DELETE FROM {table} WHERE session = ?1"), [name])?;
+            }
+            tx.execute("DELETE FROM sessions WHERE name = ?1", [name])?;
+        }
+        tx.execute(
+            "DELETE FROM evicted WHERE evicted_ms < ?1",
+            [now.saturating_sub(EVICTED_RETENTION_MS) as i64],
+        )?;
+        tx.commit()?;
+        Ok(())
     }
 }
 
@@ -117,6 +162,97 @@ pub(super) fn bump_usage(
     Ok(())
 }
 
+/// [`bump_usage`] for the row of `session`.
+fn bump_session_usage(
+    tx: &Transaction,
+    session: &str,
+    ts: u64,
+    cmd: &str,
+    ns: &str,
+    d: UsageDelta,
+) -> Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO session_usage(session, hour, command, namespace, hits, misses, stores,
+            time_saved_ms, bytes_replayed) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+         ON CONFLICT(session, hour, command, namespace) DO UPDATE SET hits = hits + excluded.hits,
+            misses = misses + excluded.misses, stores = stores + excluded.stores,
+            time_saved_ms = time_saved_ms + excluded.time_saved_ms,
+            bytes_replayed = bytes_replayed + excluded.bytes_replayed",
+    )?
+    .execute(params![
+        session,
+        (ts / HOUR_MS) as i64,
+        cmd,
+        ns,
+        d.hits as i64,
+        d.misses as i64,
+        d.stores as i64,
+        d.time_saved_ms as i64,
+        d.bytes_replayed as i64
+    ])?;
+    Ok(())
+}
+
+fn bump_session_fault(
+    tx: &Transaction,
+    session: &str,
+    ts: u64,
+    kind: &str,
+    reason: &str,
+) -> Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO session_faults(session, hour, kind, reason, count) VALUES(?1, ?2, ?3, ?4, 1)
+         ON CONFLICT(session, hour, kind, reason) DO UPDATE SET count = count + 1",
+    )?
+    .execute(params![session, (ts / HOUR_MS) as i64, kind, reason])?;
+    Ok(())
+}
+
+/// A miss that ran, for the session's slowest-misses list: `outcome` is `stored` or the
+/// not-stored reason.
+fn add_session_run(
+    tx: &Transaction,
+    session: &str,
+    ts: u64,
+    cmd: &str,
+    ns: &str,
+    duration_ms: u64,
+    outcome: &str,
+) -> Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO session_runs(session, ts, command, namespace, duration_ms, outcome)
+         VALUES(?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![
+        session,
+        ts as i64,
+        cmd,
+        ns,
+        duration_ms as i64,
+        outcome
+    ])?;
+    Ok(())
+}
+
+/// The `faults` kind of misses whose key gc had evicted (reason: why it was evicted).
+pub const LOST_TO_EVICTION: &str = "evicted";
+
+/// Whether a miss of `key` is a hit lost to eviction: the key was evicted by gc and has not
+/// been stored or served since. Forgets the key, so that it is counted once.
+fn take_evicted(tx: &Transaction, key: &str) -> Result<Option<String>> {
+    use rusqlite::OptionalExtension;
+    Ok(tx
+        .prepare_cached("DELETE FROM evicted WHERE key = ?1 RETURNING reason")?
+        .query_row([key], |r| r.get(0))
+        .optional()?)
+}
+
+fn forget_evicted(tx: &Transaction, key: &str) -> Result<()> {
+    tx.prepare_cached("DELETE FROM evicted WHERE key = ?1")?
+        .execute([key])?;
+    Ok(())
+}
+
 fn bump_fault(tx: &Transaction, ts: u64, kind: &str, reason: &str) -> Result<()> {
     tx.prepare_cached(
         "INSERT INTO faults(hour, kind, reason, count) VALUES(?1, ?2, ?3, 1)
@@ -126,7 +262,10 @@ fn bump_fault(tx: &Transaction, ts: u64, kind: &str, reason: &str) -> Result<()>
     Ok(())
 }
 
-fn apply_event(tx: &Transaction, store: &Store, ev: &Event) -> Result<()> {
+/// Add `ev` to the whole cache's figures. Returns why gc evicted the key of a miss that is a
+/// hit lost to eviction.
+fn apply_event(tx: &Transaction, store: &Store, ev: &Event) -> Result<Option<String>> {
+    let mut lost = None;
     match ev {
         Event::Hit {
             ts,
@@ -148,17 +287,23 @@ fn apply_event(tx: &Transaction, store: &Store, ev: &Event) -> Result<()> {
                 ..UsageDelta::default()
             };
             bump_usage(tx, *ts, cmd, ns, d)?;
+            forget_evicted(tx, key)?;
         }
-        Event::Miss { ts, cmd, ns, .. } => {
+        Event::Miss { ts, key, cmd, ns } => {
             let d = UsageDelta {
                 misses: 1,
                 ..UsageDelta::default()
             };
             bump_usage(tx, *ts, cmd, ns, d)?;
+            lost = take_evicted(tx, key)?;
+            if let Some(reason) = &lost {
+                bump_fault(tx, *ts, LOST_TO_EVICTION, reason)?;
+            }
         }
         Event::Store {
             ts, key, cmd, ns, ..
         } => {
+            forget_evicted(tx, key)?;
             let d = UsageDelta {
                 stores: 1,
                 ..UsageDelta::default()
@@ -186,6 +331,99 @@ fn apply_event(tx: &Transaction, store: &Store, ev: &Event) -> Result<()> {
                     bytes = bytes + excluded.bytes",
             )?
             .execute(params![(*ts / HOUR_MS) as i64, op, kind, *bytes as i64])?;
+        }
+    }
+    Ok(lost)
+}
+
+/// Add `ev` to the figures of `session` (its own tables; the whole-cache ones are done by
+/// [`apply_event`], which says whether a miss was a hit `lost` to eviction).
+fn apply_session_event(
+    tx: &Transaction,
+    session: &str,
+    ev: &Event,
+    lost: Option<&str>,
+) -> Result<()> {
+    let ts = match ev {
+        Event::Hit { ts, .. }
+        | Event::Miss { ts, .. }
+        | Event::Store { ts, .. }
+        | Event::Uncacheable { ts, .. }
+        | Event::Remote { ts, .. }
+        | Event::Error { ts, .. } => *ts,
+    };
+    tx.prepare_cached(
+        "INSERT INTO sessions(name, first_ms, last_ms) VALUES(?1, ?2, ?2)
+         ON CONFLICT(name) DO UPDATE SET first_ms = MIN(first_ms, excluded.first_ms),
+            last_ms = MAX(last_ms, excluded.last_ms)",
+    )?
+    .execute(params![session, ts as i64])?;
+    match ev {
+        Event::Hit {
+            cmd,
+            ns,
+            saved_ms,
+            bytes,
+            ..
+        } => {
+            let d = UsageDelta {
+                hits: 1,
+                time_saved_ms: *saved_ms,
+                bytes_replayed: *bytes,
+                ..UsageDelta::default()
+            };
+            bump_session_usage(tx, session, ts, cmd, ns, d)?;
+        }
+        Event::Miss { cmd, ns, .. } => {
+            let d = UsageDelta {
+                misses: 1,
+                ..UsageDelta::default()
+            };
+            bump_session_usage(tx, session, ts, cmd, ns, d)?;
+            if let Some(reason) = lost {
+                bump_session_fault(tx, session, ts, LOST_TO_EVICTION, reason)?;
+            }
+        }
+        Event::Store {
+            cmd,
+            ns,
+            duration_ms,
+            ..
+        } => {
+            let d = UsageDelta {
+                stores: 1,
+                ..UsageDelta::default()
+            };
+            bump_session_usage(tx, session, ts, cmd, ns, d)?;
+            add_session_run(tx, session, ts, cmd, ns, *duration_ms, "stored")?;
+        }
+        Event::Uncacheable {
+            cmd,
+            ns,
+            reason,
+            duration_ms,
+            ..
+        } => {
+            bump_session_fault(tx, session, ts, "uncacheable", reason)?;
+            add_session_run(tx, session, ts, cmd, ns, *duration_ms, reason)?;
+        }
+        Event::Error { kind, .. } => bump_session_fault(tx, session, ts, "error", kind)?,
+        Event::Remote {
+            op, kind, bytes, ..
+        } => {
+            tx.prepare_cached(
+                "INSERT INTO session_remote(session, hour, op, kind, count, bytes)
+                 VALUES(?1, ?2, ?3, ?4, 1, ?5)
+                 ON CONFLICT(session, hour, op, kind) DO UPDATE SET count = count + 1,
+                    bytes = bytes + excluded.bytes",
+            )?
+            .execute(params![
+                session,
+                (ts / HOUR_MS) as i64,
+                op,
+                kind,
+                *bytes as i64
+            ])?;
         }
     }
     Ok(())

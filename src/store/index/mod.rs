@@ -52,6 +52,7 @@ pub mod stats;
 #[cfg(test)]
 mod tests;
 
+pub use fold::{EVICTED_RETENTION_MS, LOST_TO_EVICTION, SESSION_RETENTION_MS};
 pub use queries::{EntryOrder, EntryRow, Selection};
 
 use super::Store;

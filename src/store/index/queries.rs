@@ -65,6 +65,25 @@ impl Index {
 
     /// Remove entries (record files and index rows). Returns the blobs they referenced that no
     /// remaining entry references.
+    /// Remember keys gc evicted (with why: `max_age`, `max_size`), so that a later miss of one
+    /// counts as a hit lost to eviction (`stats`). Keys removed by `invalidate` are not
+    /// remembered: the user asked for those misses.
+    pub fn remember_evicted(&self, evicted: &[(&str, &str)], now_ms: u64) -> Result<()> {
+        let tx = self.conn.unchecked_transaction()?;
+        {
+            let mut stmt = tx.prepare(
+                "INSERT INTO evicted(key, evicted_ms, reason) VALUES(?1, ?2, ?3)
+                 ON CONFLICT(key) DO UPDATE SET evicted_ms = excluded.evicted_ms,
+                    reason = excluded.reason",
+            )?;
+            for (key, reason) in evicted {
+                stmt.execute(rusqlite::params![key, now_ms as i64, reason])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
     pub fn remove_entries(&mut self, store: &Store, keys: &[String]) -> Result<Vec<String>> {
         let tx = self
             .conn

@@ -202,4 +202,35 @@ pub(super) const MIGRATIONS: &[&str] = &[
         UPDATE totals SET blob_stored_bytes = blob_stored_bytes - old.stored_bytes + new.stored_bytes,
             blob_bytes = blob_bytes - old.size + new.size;
     END;",
+    // 4: sessions (`run --session`: one build's figures) and evicted keys (a later miss of
+    // one is a hit lost to eviction). The session tables mirror `usage`, `faults` and
+    // `remote_usage` with the session's name in front; `session_runs` keeps each miss that ran
+    // (stored or not) for the slowest-misses list. Both are pruned (see `fold`).
+    "CREATE TABLE sessions(
+        name TEXT PRIMARY KEY, first_ms INTEGER NOT NULL, last_ms INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX sessions_last ON sessions(last_ms);
+    CREATE TABLE session_usage(
+        session TEXT NOT NULL, hour INTEGER NOT NULL, command TEXT NOT NULL,
+        namespace TEXT NOT NULL,
+        hits INTEGER NOT NULL DEFAULT 0, misses INTEGER NOT NULL DEFAULT 0,
+        stores INTEGER NOT NULL DEFAULT 0, time_saved_ms INTEGER NOT NULL DEFAULT 0,
+        bytes_replayed INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY(session, hour, command, namespace)) WITHOUT ROWID;
+    CREATE TABLE session_faults(
+        session TEXT NOT NULL, hour INTEGER NOT NULL, kind TEXT NOT NULL, reason TEXT NOT NULL,
+        count INTEGER NOT NULL,
+        PRIMARY KEY(session, hour, kind, reason)) WITHOUT ROWID;
+    CREATE TABLE session_remote(
+        session TEXT NOT NULL, hour INTEGER NOT NULL, op TEXT NOT NULL, kind TEXT NOT NULL,
+        count INTEGER NOT NULL, bytes INTEGER NOT NULL,
+        PRIMARY KEY(session, hour, op, kind)) WITHOUT ROWID;
+    CREATE TABLE session_runs(
+        session TEXT NOT NULL, ts INTEGER NOT NULL, command TEXT NOT NULL,
+        namespace TEXT NOT NULL, duration_ms INTEGER NOT NULL, outcome TEXT NOT NULL);
+    CREATE INDEX session_runs_slowest ON session_runs(session, duration_ms DESC);
+    CREATE TABLE evicted(
+        key TEXT PRIMARY KEY, evicted_ms INTEGER NOT NULL, reason TEXT NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX evicted_time ON evicted(evicted_ms);",
 ];

@@ -7,6 +7,25 @@ use rusqlite::OptionalExtension;
 use serde::Serialize;
 use std::collections::HashMap;
 
+/// Whose figures: the whole cache, or one session's (`run --session NAME`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope<'a> {
+    All,
+    Session(&'a str),
+}
+
+/// A miss that ran in a session (for its slowest-misses list).
+#[derive(Serialize, Debug, Clone, PartialEq, Eq)]
+pub struct SessionRun {
+    /// Unix ms at which the run finished.
+    pub ts: u64,
+    pub command: String,
+    pub namespace: String,
+    pub duration_ms: u64,
+    /// `stored`, or why the result was not stored.
+    pub outcome: String,
+}
+
 /// What the breakdown groups by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Group {
@@ -94,7 +113,7 @@ impl Index {
     /// come from `usage_days`; a first day that `--since` cuts in the middle is summed from its
     /// hourly rows (at most 23 per command), so the figures equal summing every hourly row
     /// counted.
-    pub fn usage_by_day(&self, from_hour: i64) -> Result<Vec<DayUsage>> {
+    pub fn usage_by_day(&self, scope: Scope, from_hour: i64) -> Result<Vec<DayUsage>> {
         let day_of = |r: &rusqlite::Row| {
             Ok(DayUsage {
                 day: r.get(0)?,
@@ -105,6 +124,15 @@ impl Index {
                 bytes_replayed: r.get(5)?,
             })
         };
+        if let Scope::Session(name) = scope {
+            let mut stmt = self.conn.prepare(
+                "SELECT hour / 24, SUM(hits), SUM(misses), SUM(stores), SUM(time_saved_ms),
+                    SUM(bytes_replayed) FROM session_usage WHERE session = ?1 AND hour >= ?2
+                 GROUP BY hour / 24 ORDER BY 1",
+            )?;
+            let days = stmt.query_map(rusqlite::params![name, from_hour], day_of)?;
+            return Ok(days.collect::<rusqlite::Result<_>>()?);
+        }
         let mut days = Vec::new();
         let first_whole_day = (from_hour + 23) / 24;
         if from_hour % 24 != 0 {
@@ -130,12 +158,26 @@ impl Index {
         Ok(days)
     }
 
-    /// Faults and not-stored runs from `from_hour` on.
-    pub fn fault_counts(&self, from_hour: i64) -> Result<Vec<FaultCount>> {
-        let mut stmt = self.conn.prepare(
-            "SELECT kind, reason, SUM(count) FROM faults WHERE hour >= ?1 GROUP BY kind, reason",
-        )?;
-        let rows = stmt.query_map([from_hour], |r| {
+    /// Faults, not-stored runs and hits lost to eviction from `from_hour` on.
+    pub fn fault_counts(&self, scope: Scope, from_hour: i64) -> Result<Vec<FaultCount>> {
+        let (mut stmt, session) = match scope {
+            Scope::All => (
+                self.conn.prepare(
+                    "SELECT kind, reason, SUM(count) FROM faults WHERE hour >= ?1
+                     GROUP BY kind, reason",
+                )?,
+                None,
+            ),
+            Scope::Session(name) => (
+                self.conn.prepare(
+                    "SELECT kind, reason, SUM(count) FROM session_faults
+                     WHERE hour >= ?1 AND session = ?2 GROUP BY kind, reason",
+                )?,
+                Some(name),
+            ),
+        };
+        let params = scope_params(from_hour, session);
+        let rows = stmt.query_map(rusqlite::params_from_iter(params), |r| {
             Ok(FaultCount {
                 kind: r.get(0)?,
                 reason: r.get(1)?,
@@ -146,12 +188,25 @@ impl Index {
     }
 
     /// Remote tier counters from `from_hour` on.
-    pub fn remote_counts(&self, from_hour: i64) -> Result<Vec<RemoteCount>> {
-        let mut stmt = self.conn.prepare(
-            "SELECT op, kind, SUM(count), SUM(bytes) FROM remote_usage WHERE hour >= ?1
-             GROUP BY op, kind",
-        )?;
-        let rows = stmt.query_map([from_hour], |r| {
+    pub fn remote_counts(&self, scope: Scope, from_hour: i64) -> Result<Vec<RemoteCount>> {
+        let (mut stmt, session) = match scope {
+            Scope::All => (
+                self.conn.prepare(
+                    "SELECT op, kind, SUM(count), SUM(bytes) FROM remote_usage WHERE hour >= ?1
+                     GROUP BY op, kind",
+                )?,
+                None,
+            ),
+            Scope::Session(name) => (
+                self.conn.prepare(
+                    "SELECT op, kind, SUM(count), SUM(bytes) FROM session_remote
+                     WHERE hour >= ?1 AND session = ?2 GROUP BY op, kind",
+                )?,
+                Some(name),
+            ),
+        };
+        let params = scope_params(from_hour, session);
+        let rows = stmt.query_map(rusqlite::params_from_iter(params), |r| {
             Ok(RemoteCount {
                 op: r.get(0)?,
                 kind: r.get(1)?,
@@ -272,12 +327,107 @@ impl Index {
         Ok((out, total))
     }
 
-    /// `stats --reset`: zero the counters, keep the entries.
+    /// The breakdown of a session: the names it used, with their hits, misses and time saved
+    /// in the session from `from_hour` on, and the entries and bytes they have in the store.
+    /// Returns the top `limit` rows and the number of rows in all.
+    pub fn session_breakdown(
+        &self,
+        session: &str,
+        group: Group,
+        from_hour: i64,
+        limit: Option<usize>,
+    ) -> Result<(Vec<Row>, u64)> {
+        let col = group.column();
+        let mut stmt = self.conn.prepare(&format!(
+            "SELECT u.{col}, SUM(u.hits), SUM(u.misses), SUM(u.time_saved_ms),
+                COALESCE(b.entries, 0), COALESCE(b.size_bytes, 0)
+             FROM session_usage AS u LEFT JOIN breakdown AS b ON b.grp = ?3 AND b.name = u.{col}
+             WHERE u.session = ?1 AND u.hour >= ?2 GROUP BY u.{col}"
+        ))?;
+        let rows = stmt.query_map(rusqlite::params![session, from_hour, col], row_of)?;
+        let mut out: Vec<Row> = rows.collect::<rusqlite::Result<_>>()?;
+        out.sort_by(|a, b| {
+            (b.hits, b.misses, b.size_bytes, &a.name).cmp(&(
+                a.hits,
+                a.misses,
+                a.size_bytes,
+                &b.name,
+            ))
+        });
+        let total = out.len() as u64;
+        if let Some(n) = limit {
+            out.truncate(n);
+        }
+        Ok((out, total))
+    }
+
+    /// The `limit` longest misses that ran in `session` since `from_ms`, longest first.
+    pub fn slowest_runs(
+        &self,
+        session: &str,
+        from_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<SessionRun>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT ts, command, namespace, duration_ms, outcome FROM session_runs
+             WHERE session = ?1 AND ts >= ?2 ORDER BY duration_ms DESC, ts LIMIT ?3",
+        )?;
+        let rows = stmt.query_map(
+            rusqlite::params![session, from_ms as i64, limit as i64],
+            |r| {
+                Ok(SessionRun {
+                    ts: r.get::<_, i64>(0)? as u64,
+                    command: r.get(1)?,
+                    namespace: r.get(2)?,
+                    duration_ms: r.get::<_, i64>(3)? as u64,
+                    outcome: r.get(4)?,
+                })
+            },
+        )?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// When `session`'s first and last events happened (Unix ms), if it has any.
+    pub fn session_span(&self, session: &str) -> Result<Option<(u64, u64)>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT first_ms, last_ms FROM sessions WHERE name = ?1",
+                [session],
+                |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)),
+            )
+            .optional()?)
+    }
+
+    /// Hits and misses of the whole cache in the hours `[from_hour, to_hour)`.
+    pub fn lookups_between(&self, from_hour: i64, to_hour: i64) -> Result<(u64, u64)> {
+        let (hits, misses): (i64, i64) = self.conn.query_row(
+            "SELECT COALESCE(SUM(hits), 0), COALESCE(SUM(misses), 0) FROM usage
+             WHERE hour >= ?1 AND hour < ?2",
+            [from_hour, to_hour],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        Ok((hits as u64, misses as u64))
+    }
+
+    /// `stats --reset`: zero the counters (sessions' too), keep the entries.
     pub fn reset_usage(&self) -> Result<()> {
-        self.conn
-            .execute_batch("DELETE FROM usage; DELETE FROM faults; DELETE FROM remote_usage;")?;
+        self.conn.execute_batch(
+            "DELETE FROM usage; DELETE FROM faults; DELETE FROM remote_usage;
+             DELETE FROM session_usage; DELETE FROM session_faults; DELETE FROM session_remote;
+             DELETE FROM session_runs; DELETE FROM sessions;",
+        )?;
         Ok(())
     }
+}
+
+/// The parameters of a scoped statement: `?1` the first hour, `?2` the session (if any).
+fn scope_params(from_hour: i64, session: Option<&str>) -> Vec<rusqlite::types::Value> {
+    let mut params = vec![rusqlite::types::Value::Integer(from_hour)];
+    if let Some(name) = session {
+        params.push(rusqlite::types::Value::Text(name.to_owned()));
+    }
+    params
 }
 
 #[cfg(test)]
@@ -350,7 +500,7 @@ mod tests {
 
     /// Totals and history from `usage_by_day`, as `stats` sums them.
     fn from_days(idx: &Index, from_hour: i64) -> ([i64; 5], Vec<(String, i64, i64)>) {
-        let days = idx.usage_by_day(from_hour).unwrap();
+        let days = idx.usage_by_day(Scope::All, from_hour).unwrap();
         let mut totals = [0i64; 5];
         for d in &days {
             for (t, v) in totals.iter_mut().zip([

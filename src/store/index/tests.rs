@@ -20,7 +20,7 @@ fn folds_journal_once_and_rebuilds_from_records() {
     let (_d, s) = store();
     let rec = sample();
     s.write_record(&rec, b"hi\n", b"e\n").unwrap();
-    let ev = |e| journal::append(&s.journal, &e).unwrap();
+    let ev = |e| journal::append(&s.journal, &e, None).unwrap();
     ev(Event::Store {
         ts: 10,
         key: rec.key.clone(),
@@ -230,6 +230,7 @@ fn aggregates_stay_exact_under_every_writer() {
                             bytes: 1,
                             duration_ms: 10,
                         },
+                        None,
                     )
                     .unwrap();
                     "store"
@@ -244,12 +245,12 @@ fn aggregates_stay_exact_under_every_writer() {
                         saved_ms,
                         bytes: rng.below(100),
                     };
-                    journal::append(&s.journal, &ev).unwrap();
+                    journal::append(&s.journal, &ev, None).unwrap();
                     "hit"
                 }
                 10..=11 => {
                     let ev = Event::Miss { ts, key, cmd, ns };
-                    journal::append(&s.journal, &ev).unwrap();
+                    journal::append(&s.journal, &ev, None).unwrap();
                     "miss"
                 }
                 12..=14 => {
