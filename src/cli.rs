@@ -89,59 +89,66 @@ fn is_boolish(value: &std::ffi::OsStr) -> bool {
     )
 }
 
-/// Exit 2 on a command-line error. clap names the flag when a bad value came from its
-/// variable (`invalid value 'maybe' for '--force'`), which sends the user to a command line
-/// that has no `--force`: name the variable and what it takes instead.
+/// Exit 2 on a command-line error, naming the variable when a bad value came from one.
 fn exit_with(e: clap::Error) -> ! {
-    use clap::error::ErrorKind;
-    if matches!(
+    if let Some(msg) = variable_error(&e) {
+        eprintln!("cachectl: error: {msg}");
+        std::process::exit(2);
+    }
+    e.exit()
+}
+
+/// clap names the flag when a bad value came from its variable (`invalid value 'maybe' for
+/// '--force'`), which sends the user to a command line that has no `--force`: this says which
+/// variable is wrong and what it takes instead, or `None` when the value was not a variable's.
+pub fn variable_error(e: &clap::Error) -> Option<String> {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if !matches!(
         e.kind(),
         ErrorKind::InvalidValue | ErrorKind::ValueValidation
     ) {
-        // The flag clap names (`--force`), when the bad value is a variable's.
-        let flag = match e.get(clap::error::ContextKind::InvalidArg) {
-            Some(clap::error::ContextValue::String(arg)) => arg.clone(),
-            _ => String::new(),
-        };
-        let value = match e.get(clap::error::ContextKind::InvalidValue) {
-            Some(clap::error::ContextValue::String(v)) => Some(v.clone()),
-            _ => None,
-        };
-        for name in FLAG_ENV {
-            let own_flag =
-                format!("--{}", name["CACHECTL_".len()..].to_ascii_lowercase()).replace('_', "-");
-            let Some(v) = std::env::var_os(name).filter(|v| !v.is_empty()) else {
-                continue;
-            };
-            // Clap names the flag; the value tells whether it came from the variable.
-            let from_var = flag.split([' ', '=']).next() == Some(own_flag.as_str())
-                && value
-                    .as_deref()
-                    .is_none_or(|bad| *bad == *v.to_string_lossy());
-            if !from_var {
-                continue;
-            }
-            if BOOL_ENV.contains(name) {
-                if !is_boolish(&v) {
-                    eprintln!(
-                        "cachectl: error: {name}={} is not a boolean; set it to 1/0, true/false, yes/no or on/off (or leave it empty for unset)",
-                        v.to_string_lossy()
-                    );
-                    std::process::exit(2);
-                }
-            } else {
-                let why = std::error::Error::source(&e)
-                    .map(|s| s.to_string())
-                    .unwrap_or_else(|| "not a valid value".to_owned());
-                eprintln!(
-                    "cachectl: error: {name}={:?}: {why}; fix: correct or unset {name}",
-                    v.to_string_lossy()
-                );
-                std::process::exit(2);
-            }
-        }
+        return None;
     }
-    e.exit()
+    let flag = match e.get(ContextKind::InvalidArg) {
+        Some(ContextValue::String(arg)) => arg.clone(),
+        _ => String::new(),
+    };
+    let value = match e.get(ContextKind::InvalidValue) {
+        Some(ContextValue::String(v)) => Some(v.clone()),
+        _ => None,
+    };
+    for name in FLAG_ENV {
+        let own_flag =
+            format!("--{}", name["CACHECTL_".len()..].to_ascii_lowercase()).replace('_', "-");
+        let Some(v) = std::env::var_os(name).filter(|v| !v.is_empty()) else {
+            continue;
+        };
+        // clap names the flag; the value tells whether it came from the variable.
+        let from_var = flag.split([' ', '=']).next() == Some(own_flag.as_str())
+            && value
+                .as_deref()
+                .is_none_or(|bad| *bad == *v.to_string_lossy());
+        if !from_var {
+            continue;
+        }
+        if BOOL_ENV.contains(name) {
+            if is_boolish(&v) {
+                continue;
+            }
+            return Some(format!(
+                "{name}={} is not a boolean; set it to 1/0, true/false, yes/no or on/off (or leave it empty for unset)",
+                v.to_string_lossy()
+            ));
+        }
+        let why = std::error::Error::source(e)
+            .map(|s| s.to_string())
+            .unwrap_or_else(|| "not a valid value".to_owned());
+        return Some(format!(
+            "{name}={:?}: {why}; fix: correct or unset {name}",
+            v.to_string_lossy()
+        ));
+    }
+    None
 }
 
 #[derive(Subcommand, Debug)]
@@ -154,7 +161,8 @@ pub enum Command {
         after_help = "Examples:\n  cachectl stats\n  cachectl stats --by namespace --since 7d\n  cachectl stats --json | jq .hit_rate\n  cachectl stats --since 2h --fail-under 60   # CI gate: exit 1 below 60% hits"
     )]
     Stats(StatsArgs),
-    /// Evict entries by least-recent use and age, then delete what nothing references
+    /// Evict entries by age, then by value or last use down to max_size, then delete what
+    /// nothing references
     #[command(
         after_help = "Examples:\n  cachectl gc                       # down to max_size (config; default 5 GiB)\n  cachectl gc --max-size 500MiB --dry-run\n  cachectl gc --max-age 30d"
     )]
@@ -394,6 +402,9 @@ pub fn parse_session(s: &str) -> Result<String, String> {
     if s.chars().any(char::is_control) {
         return Err("a session name cannot contain control characters".into());
     }
+    if s.trim() != s {
+        return Err("a session name cannot start or end with a space".into());
+    }
     Ok(s.to_owned())
 }
 
@@ -413,13 +424,18 @@ fn parse_percent(s: &str) -> Result<f64, String> {
 
 #[derive(Args, Debug)]
 pub struct GcArgs {
-    /// Evict least-recently-used entries until the cache is at most this big (500MiB, 5G; a bare
+    /// Evict entries (in --policy order) until the cache is at most this big (500MiB, 5G; a bare
     /// number is bytes) [default: max_size from config]
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub max_size: Option<u64>,
     /// Evict entries unused for longer than this, e.g. 30d
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub max_age: Option<Duration>,
+    /// Which entries go first to get under the size limit: the least valuable (time saved per
+    /// byte, aged) or the least recently used [default: gc_policy from config, CACHECTL_GC_POLICY;
+    /// value]
+    #[arg(long, value_enum, value_name = "POLICY")]
+    pub policy: Option<GcPolicy>,
     /// Print what would be removed, remove nothing
     #[arg(long)]
     pub dry_run: bool,
@@ -724,6 +740,35 @@ impl RemoteMode {
             RemoteMode::Rw => "rw",
             RemoteMode::Ro => "ro",
             RemoteMode::Off => "off",
+        }
+    }
+}
+
+/// Which entries gc evicts first to bring the cache under its size limit.
+#[derive(
+    serde::Serialize, serde::Deserialize, Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum GcPolicy {
+    /// The least valuable: time a hit saves, times its uses, per byte, aged
+    /// (GreedyDual-Size-Frequency)
+    Value,
+    /// The least recently used
+    Lru,
+}
+
+impl GcPolicy {
+    pub fn parse(s: &str) -> Option<GcPolicy> {
+        match s {
+            "value" => Some(GcPolicy::Value),
+            "lru" => Some(GcPolicy::Lru),
+            _ => None,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GcPolicy::Value => "value",
+            GcPolicy::Lru => "lru",
         }
     }
 }

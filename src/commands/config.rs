@@ -46,6 +46,11 @@ pub fn run(dir: Option<(PathBuf, Source)>, args: &ConfigArgs) -> Result<i32> {
     );
     row(
         &mut out,
+        "gc_policy",
+        &map(&cfg.gc_policy, |v| v.as_str().to_owned()),
+    );
+    row(
+        &mut out,
         "compression_level",
         &map(&cfg.compression_level, |v| v.to_string()),
     );
@@ -112,7 +117,13 @@ pub fn run(dir: Option<(PathBuf, Source)>, args: &ConfigArgs) -> Result<i32> {
                 ..
             }) => a,
             Ok(_) => unreachable!("parsed as run"),
-            Err(e) => return Err(crate::error::usage(e.to_string())),
+            Err(e) => {
+                let msg = crate::cli::variable_error(&e).unwrap_or_else(|| {
+                    let text = e.to_string();
+                    text.trim_start_matches("error: ").trim_end().to_owned()
+                });
+                return Err(crate::error::usage(msg));
+            }
         };
         let o = RunOptions::resolve(&run_args, &cfg)?;
         let _ = writeln!(out, "\nFor `{}`:", o.command_line);

@@ -27,6 +27,7 @@ pub fn run(dir: Option<(PathBuf, Source)>, args: &GcArgs) -> Result<i32> {
     let opts = GcOptions {
         max_size: Some(args.max_size.unwrap_or(cfg.max_size.value)),
         max_age: args.max_age,
+        policy: args.policy.unwrap_or(cfg.gc_policy.value),
         dry_run: args.dry_run,
         target_fraction: if args.auto { 0.9 } else { 1.0 },
     };

@@ -97,6 +97,7 @@ run_table! {
             dir: Option<Spanned<String>>,
             max_size: Option<Spanned<SizeValue>>,
             max_entry_size: Option<Spanned<SizeValue>>,
+            gc_policy: Option<Spanned<String>>,
             compression_level: Option<Spanned<i64>>,
             lock_timeout: Option<Spanned<String>>,
             exe_check: Option<Spanned<String>>,
@@ -224,6 +225,15 @@ impl Config {
         }
         if let Some(d) = loc.duration(&raw.lock_timeout, "lock_timeout")? {
             self.lock_timeout = d;
+        }
+        if let Some(p) = &raw.gc_policy {
+            let v = crate::cli::GcPolicy::parse(p.get_ref()).ok_or_else(|| {
+                loc.error(
+                    p.span().start,
+                    "`gc_policy` must be one of \"value\", \"lru\"",
+                )
+            })?;
+            self.gc_policy = loc.setting(p, v);
         }
         if let Some(e) = &raw.exe_check {
             let v = ExeCheck::parse(e.get_ref()).ok_or_else(|| {

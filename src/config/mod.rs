@@ -36,6 +36,8 @@ use toml::Spanned;
 
 pub const PROJECT_FILE: &str = "cachectl.toml";
 pub const DEFAULT_MAX_SIZE: u64 = 5 * 1024 * 1024 * 1024;
+/// What gc evicts first by default (docs/benchmarks.md, "gc policy", measures both).
+pub const DEFAULT_GC_POLICY: crate::cli::GcPolicy = crate::cli::GcPolicy::Value;
 pub const DEFAULT_COMPRESSION_LEVEL: i32 = 3;
 pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(600);
 
@@ -139,6 +141,8 @@ pub struct Config {
     pub max_size: Setting<u64>,
     /// A result larger than this (stored bytes) is not stored; `None`: no limit.
     pub max_entry_size: Setting<Option<u64>>,
+    /// What gc evicts first to get under `max_size`.
+    pub gc_policy: Setting<crate::cli::GcPolicy>,
     pub compression_level: Setting<i32>,
     pub lock_timeout: Setting<Duration>,
     pub exe_check: Setting<ExeCheck>,
@@ -177,6 +181,7 @@ impl Config {
             dir: Setting::default(default_root()),
             max_size: Setting::default(DEFAULT_MAX_SIZE),
             max_entry_size: Setting::default(None),
+            gc_policy: Setting::default(DEFAULT_GC_POLICY),
             compression_level: Setting::default(DEFAULT_COMPRESSION_LEVEL),
             lock_timeout: Setting::default(DEFAULT_LOCK_TIMEOUT),
             exe_check: Setting::default(ExeCheck::Content),
@@ -255,6 +260,9 @@ impl Config {
             text,
         )?;
         env_setting(&mut self.exe_check, "CACHECTL_EXE_CHECK", exe)?;
+        env_setting(&mut self.gc_policy, "CACHECTL_GC_POLICY", |v| {
+            crate::cli::GcPolicy::parse(v).ok_or_else(|| format!("`{v}` is not one of value, lru"))
+        })?;
         Ok(())
     }
 }

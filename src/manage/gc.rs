@@ -1,4 +1,5 @@
-//! `gc`: evict entries by age and least-recent use, then delete what nothing references.
+//! `gc`: evict entries by age, then by value or least-recent use (`gc_policy`) down to the size
+//! limit, then delete what nothing references.
 //!
 //! The size that counts is everything under the cache directory (records, blobs, index, journal,
 //! stat caches, locks, temp files), measured by walking it, so the reported size is the real one.
@@ -18,6 +19,7 @@
 //! At most one gc runs at a time (`gc.lock`). An automatic gc (after a store finds the cache over
 //! `max_size`) skips when another holds the lock, and brings the cache to 90% of the limit.
 
+use crate::cli::GcPolicy;
 use crate::clock::now_ms;
 use crate::store::Store;
 use crate::store::index::{EntryOrder, Index, Reconciled};
@@ -33,6 +35,8 @@ const STAT_CACHE_MAX_AGE: Duration = Duration::from_secs(30 * 86_400);
 
 pub struct GcOptions {
     pub max_size: Option<u64>,
+    /// What goes first to get under `max_size`.
+    pub policy: GcPolicy,
     pub max_age: Option<Duration>,
     pub dry_run: bool,
     /// Fraction of `max_size` to bring the cache down to (1.0 for a manual gc, 0.9 for auto).
@@ -100,8 +104,11 @@ pub fn run(store: &Store, idx: &mut Index, opts: &GcOptions) -> Result<GcReport>
     let now = now_ms();
     let size_before = disk_usage(&store.root);
 
-    // Entries, least recently used first, and which blobs each references.
-    let entries = idx.entries(EntryOrder::LeastRecentlyUsed)?;
+    // Entries in eviction order, and which blobs each references.
+    let entries = idx.entries(match opts.policy {
+        GcPolicy::Value => EntryOrder::LeastValuable,
+        GcPolicy::Lru => EntryOrder::LeastRecentlyUsed,
+    })?;
     let mut blobs_of: HashMap<String, Vec<String>> = HashMap::new();
     let mut refs: HashMap<String, u64> = HashMap::new();
     for (k, d) in idx.blob_references()? {
@@ -158,6 +165,8 @@ pub fn run(store: &Store, idx: &mut Index, opts: &GcOptions) -> Result<GcReport>
             remaining.push(e);
         }
     }
+    // The clock of the value policy moves up to the highest value evicted for room.
+    let mut highest_evicted: Option<f64> = None;
     if let Some(max) = opts.max_size {
         let target = (max as f64 * opts.target_fraction) as u64;
         for e in remaining {
@@ -165,6 +174,7 @@ pub fn run(store: &Store, idx: &mut Index, opts: &GcOptions) -> Result<GcReport>
                 break;
             }
             evict(e, "max_size", &mut freed);
+            highest_evicted = Some(highest_evicted.map_or(e.value, |h: f64| h.max(e.value)));
         }
     }
     // Blobs that nothing referenced to begin with (left by an interrupted store, or spared
@@ -188,6 +198,9 @@ pub fn run(store: &Store, idx: &mut Index, opts: &GcOptions) -> Result<GcReport>
             .map(|e| (e.key.as_str(), e.reason))
             .collect();
         idx.remember_evicted(&evicted, now)?;
+        if let (GcPolicy::Value, Some(clock)) = (opts.policy, highest_evicted) {
+            idx.advance_value_clock(clock)?;
+        }
         // Last check, with stores held off (Store::blob_lock): blobs referenced by any record
         // written since gc started are kept, and so is any blob touched since gc listed it.
         let _blobs = store.blob_lock(true)?;

@@ -54,7 +54,31 @@ pub struct Session {
     pub first: Option<String>,
     pub last: Option<String>,
     /// Its longest misses (the commands that ran), longest first.
-    pub slowest_misses: Vec<SessionRun>,
+    pub slowest_misses: Vec<SlowMiss>,
+}
+
+/// A miss that ran in a session.
+#[derive(Serialize, Debug, Clone, PartialEq, Eq)]
+pub struct SlowMiss {
+    /// RFC 3339: when it finished.
+    pub finished: String,
+    pub command: String,
+    pub namespace: String,
+    pub duration_ms: u64,
+    /// `stored`, or why the result was not stored (a `stats` "Not stored" reason).
+    pub outcome: String,
+}
+
+impl From<SessionRun> for SlowMiss {
+    fn from(r: SessionRun) -> SlowMiss {
+        SlowMiss {
+            finished: crate::ui::rfc3339(r.ts),
+            command: r.command,
+            namespace: r.namespace,
+            duration_ms: r.duration_ms,
+            outcome: r.outcome,
+        }
+    }
 }
 
 /// How many days a session's figures are kept after its last event.
@@ -199,14 +223,15 @@ impl Stats {
         gate
     }
 
-    /// Judge the trend's drop against `points`, and remember the verdict. With nothing to
-    /// compare (a window without lookups) it passes.
+    /// Judge the trend's drop against `points`, and remember the verdict: it fails when the
+    /// rate fell by `points` or more (and fell at all, so `0` fails on any drop). With nothing
+    /// to compare (a window without lookups) it passes.
     pub fn drop_gate(&mut self, points: f64) -> DropGate {
         let drop_points = self.trend.change_points.map(|c| -c);
         let gate = DropGate {
             threshold_points: points,
             drop_points,
-            passed: drop_points.is_none_or(|d| d < points),
+            passed: drop_points.is_none_or(|d| d <= 0.0 || d < points),
         };
         self.fail_on_drop = Some(gate);
         gate
@@ -349,12 +374,26 @@ fn compute_at(
             name: name.to_owned(),
             first: span.map(|(f, _)| crate::ui::rfc3339(f)),
             last: span.map(|(_, l)| crate::ui::rfc3339(l)),
-            slowest_misses: idx.slowest_runs(name, from_hour.max(0) as u64 * HOUR_MS, SLOWEST)?,
+            slowest_misses: idx
+                .slowest_runs(name, from_hour.max(0) as u64 * HOUR_MS, SLOWEST)?
+                .into_iter()
+                .map(SlowMiss::from)
+                .collect(),
         }),
         None => None,
     };
     let (hits, misses) = (hits as u64, misses as u64);
-    let trend = trend(idx, q.session.map(|_| ((hits, misses), span)), now_hour)?;
+    // The trend compares the whole session, whatever `--since` counts.
+    let session_lookups = match (q.session, since_hour) {
+        (Some(name), Some(_)) => {
+            let days = idx.usage_by_day(Scope::Session(name), 0)?;
+            let sum = |f: fn(&DayUsage) -> i64| days.iter().map(f).sum::<i64>() as u64;
+            Some((sum(|d| d.hits), sum(|d| d.misses)))
+        }
+        (Some(_), None) => Some((hits, misses)),
+        (None, _) => None,
+    };
+    let trend = trend(idx, session_lookups.map(|l| (l, span)), now_hour)?;
     let lookups = hits + misses;
     Ok(Stats {
         dir: store.root.display().to_string(),

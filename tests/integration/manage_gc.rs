@@ -71,7 +71,7 @@ fn gc_max_size_evicts_least_recently_used_first() {
     let max = before - entry * 3 / 2;
     let max_arg = max.to_string();
     let r = json(
-        t.cachectl(&["gc", "--json", "--max-size", &max_arg])
+        t.cachectl(&["gc", "--json", "--policy", "lru", "--max-size", &max_arg])
             .now(T0 + HOUR),
     );
     assert_eq!(
@@ -109,6 +109,91 @@ fn gc_max_size_evicts_least_recently_used_first() {
     assert_eq!(ls(&t).len(), 3);
 }
 
+/// `gc --policy value` (the default) evicts what is cheapest to recompute per byte; `lru`
+/// what was used longest ago. `gc_policy` in config and `CACHECTL_GC_POLICY` choose too.
+#[test]
+fn gc_value_policy_keeps_what_is_expensive_to_recompute() {
+    let t = TestContext::new();
+    // Small and slow (a link step, say), then two big and quick ones.
+    t.counted("slow", "sleep 0.5; head -c 20000 /dev/urandom");
+    random_script(&t, "quick", ENTRY_BYTES);
+    t.miss(t.run(&["--", "./slow"]).now(T0)).success();
+    t.miss(t.run(&["--", "./quick", "1"]).now(T0 + MIN))
+        .success();
+    t.miss(t.run(&["--", "./quick", "2"]).now(T0 + 2 * MIN))
+        .success();
+    let quick = u(&ls(&t).iter().find(|e| e["command"] == "./quick 1").unwrap()["size_bytes"]);
+    // Room for all but half a quick entry.
+    let max = (cache_size(&t) - quick / 2).to_string();
+    let gc = |policy: &[&str]| {
+        let mut args = vec!["gc", "--json", "--dry-run", "--max-size", &max];
+        args.extend(policy);
+        let r = json(t.cachectl(&args).now(T0 + HOUR));
+        evicted(&r).into_iter().map(|(c, _)| c).collect::<Vec<_>>()
+    };
+    // By last use the slow entry goes first, and frees too little: a quick one goes too.
+    assert_eq!(gc(&["--policy", "lru"]), ["./slow", "./quick 1"]);
+    // By value one quick entry is enough (which one depends on how long each took), and the
+    // slow one stays.
+    let one_quick = |evicted: Vec<String>| evicted.len() == 1 && evicted[0].starts_with("./quick");
+    assert!(one_quick(gc(&["--policy", "value"])));
+    assert!(one_quick(gc(&[])), "value is the default");
+
+    t.write("cachectl.toml", "gc_policy = \"lru\"\n");
+    assert_eq!(
+        gc(&[]),
+        ["./slow", "./quick 1"],
+        "gc_policy from the config file"
+    );
+    let r = json(
+        t.cachectl(&["gc", "--json", "--dry-run", "--max-size", &max])
+            .env("CACHECTL_GC_POLICY", "value")
+            .now(T0 + HOUR),
+    );
+    assert_eq!(evicted(&r).len(), 1, "the variable beats the file: {r}");
+    assert!(
+        one_quick(gc(&["--policy", "value"])),
+        "the flag beats the file"
+    );
+    let a = t.cachectl(&["config"]).assert().success();
+    let out = String::from_utf8(stdout_of(&a)).unwrap();
+    assert!(
+        out.lines()
+            .any(|l| l.trim_start().starts_with("gc_policy") && l.contains("lru")),
+        "{out}"
+    );
+
+    t.write("cachectl.toml", "gc_policy = \"fifo\"\n");
+    let a = t.cachectl(&["gc"]).assert().code(2);
+    let err = stderr_of(&a);
+    assert!(
+        err.contains("cachectl.toml:1") && err.contains("`gc_policy` must be one of"),
+        "{err}"
+    );
+    std::fs::remove_file(t.work.join("cachectl.toml")).unwrap();
+    let a = t
+        .cachectl(&["gc"])
+        .env("CACHECTL_GC_POLICY", "fifo")
+        .assert()
+        .code(2);
+    assert!(
+        stderr_of(&a).contains("CACHECTL_GC_POLICY"),
+        "{}",
+        stderr_of(&a)
+    );
+
+    // For real: the slow entry survives and hits; the quick one evicted runs again.
+    let r = json(
+        t.cachectl(&["gc", "--json", "--max-size", &max])
+            .now(T0 + HOUR),
+    );
+    let gone = evicted(&r);
+    assert_eq!(gone.len(), 1, "{r}");
+    t.hit(t.run(&["--", "./slow"])).success();
+    let (_, arg) = gone[0].0.split_once(' ').unwrap();
+    t.miss(t.run(&["--", "./quick", arg])).success();
+}
+
 #[test]
 fn gc_max_size_evicts_no_more_than_needed() {
     let t = TestContext::new();
@@ -121,7 +206,14 @@ fn gc_max_size_evicts_no_more_than_needed() {
     // Evicting one entry brings the cache 8 KB under the limit.
     let before = cache_size(&t);
     let max = before - entry + 8000;
-    let r = json(t.cachectl(&["gc", "--json", "--max-size", &max.to_string()]));
+    let r = json(t.cachectl(&[
+        "gc",
+        "--json",
+        "--policy",
+        "lru",
+        "--max-size",
+        &max.to_string(),
+    ]));
     assert_eq!(
         evicted(&r),
         [("./big 1".to_owned(), "max_size".to_owned())],
@@ -301,10 +393,12 @@ fn auto_gc_keeps_the_cache_bounded() {
     let limit: u64 = 1024 * 1024;
     random_script(&t, "big", 100 * 1024);
     let n = 20;
+    // The background gc takes the configured policy: by last use, it keeps the newest.
     for i in 0..n {
         t.miss(
             t.run(&["--", "./big", &i.to_string()])
-                .env("CACHECTL_MAX_SIZE", "1MiB"),
+                .env("CACHECTL_MAX_SIZE", "1MiB")
+                .env("CACHECTL_GC_POLICY", "lru"),
         )
         .success();
     }

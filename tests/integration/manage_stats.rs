@@ -65,6 +65,7 @@ fn a_session_reports_one_build_alone() {
     assert_eq!(slowest.len(), 2, "{s:#}");
     assert_eq!(slowest[0]["command"], "./a");
     assert_eq!(slowest[0]["outcome"], "stored");
+    assert_eq!(slowest[0]["finished"], "2023-11-14T20:13:20.000Z", "{s:#}");
     assert!(u(&slowest[0]["duration_ms"]) >= 300, "{s:#}");
     assert_eq!(slowest[1]["command"], "./fail");
     assert_eq!(slowest[1]["outcome"], "non_zero_exit");
@@ -127,7 +128,7 @@ fn a_session_reports_one_build_alone() {
 #[test]
 fn session_names_are_checked() {
     let t = TestContext::new();
-    for bad in ["", " ", "a\tb"] {
+    for bad in ["", " ", "a\tb", " ci-1", "ci-1 "] {
         let a = t.run(&["--session", bad, "--", "true"]).assert().code(2);
         assert!(stderr_of(&a).contains("session"), "{}", stderr_of(&a));
         t.cachectl(&["stats", "--session", bad]).assert().code(2);
@@ -254,6 +255,25 @@ fn a_session_trend_compares_the_build_with_the_week_before_it() {
     assert!(
         err.contains("50.0% in session ci against 90.0% in the 7 days before"),
         "{err}"
+    );
+    // `--since` narrows the figures, not the session the trend compares.
+    let (code, s, _) = stats_at(
+        &t,
+        &["--session", "ci", "--since", "1h", "--fail-on-drop", "20"],
+        T0 + 3 * HOUR,
+    );
+    assert_eq!(code, 1, "{s:#}");
+    assert_eq!(s["trend"]["direction"], "degrading", "{s:#}");
+    assert_eq!(u(&s["hits"]) + u(&s["misses"]), 0, "{s:#}");
+    // Flat is no drop, even against 0 points.
+    let flat = TestContext::new();
+    flat.counted("cmd", "echo \"$1\"");
+    flat.miss(flat.run(&["--", "./cmd", "a"]).now(T0 - 2 * DAY));
+    flat.miss(flat.run(&["--", "./cmd", "b"]).now(T0 - HOUR));
+    let (code, s, _) = stats_at(&flat, &["--fail-on-drop", "0"], T0);
+    assert_eq!(
+        (code, &s["trend"]["change_points"]),
+        (0, &serde_json::json!(0.0))
     );
 }
 

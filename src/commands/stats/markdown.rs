@@ -26,6 +26,19 @@ fn cell(text: &str) -> String {
     format!("{fence}{pad}{}{pad}{fence}", one_line.replace('|', "\\|"))
 }
 
+/// Plain text for a table cell: Markdown's special characters stay literal (a session name
+/// such as `ci_*nightly*` is not emphasis), and `|` does not end the cell.
+fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.replace(['\n', '\r'], " ").chars() {
+        if "\\`*_[]<>|~".contains(c) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
 pub(super) fn report(s: &Stats) -> String {
     let mut md = String::new();
     let w = &mut md;
@@ -64,7 +77,7 @@ pub(super) fn report(s: &Stats) -> String {
     let _ = writeln!(w, "| | |");
     let _ = writeln!(w, "|---|---|");
     let mut row = |name: &str, value: String| {
-        let _ = writeln!(w, "| {name} | {} |", value.replace('|', "\\|"));
+        let _ = writeln!(w, "| {name} | {} |", escape(&value));
     };
     if let Some(session) = &s.session {
         row("Session", session_line(session));
@@ -180,6 +193,11 @@ pub(super) fn report(s: &Stats) -> String {
 #[cfg(test)]
 mod tests {
     use super::cell;
+
+    #[test]
+    fn plain_text_stays_plain() {
+        assert_eq!(super::escape("ci_*1* | <b>"), "ci\\_\\*1\\* \\| \\<b\\>");
+    }
 
     #[test]
     fn cells_hold_any_command_line() {

@@ -2,6 +2,7 @@
 
 use super::Index;
 use super::reconcile::{record_size, upsert_entry};
+use super::value::VALUE_AFTER_HIT;
 use crate::clock::HOUR_MS;
 use crate::store::Store;
 use crate::store::journal::{self, Event};
@@ -275,10 +276,10 @@ fn apply_event(tx: &Transaction, store: &Store, ev: &Event) -> Result<Option<Str
             saved_ms,
             bytes,
         } => {
-            tx.prepare_cached(
-                "UPDATE entries SET hits = hits + 1, last_used_ms = MAX(last_used_ms, ?2)
-                 WHERE key = ?1",
-            )?
+            tx.prepare_cached(&format!(
+                "UPDATE entries SET hits = hits + 1, last_used_ms = MAX(last_used_ms, ?2),
+                    value = {VALUE_AFTER_HIT} WHERE key = ?1"
+            ))?
             .execute(params![key, *ts as i64])?;
             let d = UsageDelta {
                 hits: 1,

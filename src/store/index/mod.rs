@@ -51,6 +51,7 @@ mod schema;
 pub mod stats;
 #[cfg(test)]
 mod tests;
+mod value;
 
 pub use fold::{EVICTED_RETENTION_MS, LOST_TO_EVICTION, SESSION_RETENTION_MS};
 pub use queries::{EntryOrder, EntryRow, Selection};

@@ -24,10 +24,12 @@ pub struct EntryRow {
     pub record_bytes: u64,
     pub size_bytes: u64,
     pub logical_bytes: u64,
+    /// Its value to keep (see [`super::value`]).
+    pub value: f64,
 }
 
 const ENTRY_COLUMNS: &str = "key, command, namespace, tags, cwd, created_ms, last_used_ms, hits, \
-     duration_ms, exit_code, record_bytes, size_bytes, logical_bytes";
+     duration_ms, exit_code, record_bytes, size_bytes, logical_bytes, value";
 
 impl EntryRow {
     fn from_row(r: &rusqlite::Row) -> rusqlite::Result<EntryRow> {
@@ -45,6 +47,7 @@ impl EntryRow {
             exit_code: r.get(9)?,
             record_bytes: r.get::<_, i64>(10)? as u64,
             size_bytes: r.get::<_, i64>(11)? as u64,
+            value: r.get(13)?,
             logical_bytes: r.get::<_, i64>(12)? as u64,
         })
     }
@@ -63,8 +66,6 @@ impl Index {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
-    /// Remove entries (record files and index rows). Returns the blobs they referenced that no
-    /// remaining entry references.
     /// Remember keys gc evicted (with why: `max_age`, `max_size`), so that a later miss of one
     /// counts as a hit lost to eviction (`stats`). Keys removed by `invalidate` are not
     /// remembered: the user asked for those misses.
@@ -84,6 +85,8 @@ impl Index {
         Ok(())
     }
 
+    /// Remove entries (record files and index rows). Returns the blobs they referenced that no
+    /// remaining entry references.
     pub fn remove_entries(&mut self, store: &Store, keys: &[String]) -> Result<Vec<String>> {
         let tx = self
             .conn
@@ -179,6 +182,9 @@ pub enum EntryOrder {
     LargestFirst,
     /// Most hits first (`ls --sort hits`), then by key.
     MostHitsFirst,
+    /// Lowest value first (gc's eviction order under `gc_policy = "value"`, see
+    /// [`super::value`]), then least recently used.
+    LeastValuable,
 }
 
 impl EntryOrder {
@@ -189,6 +195,7 @@ impl EntryOrder {
             EntryOrder::LastUsedFirst => " ORDER BY last_used_ms DESC, key",
             EntryOrder::LargestFirst => " ORDER BY size_bytes DESC, key",
             EntryOrder::MostHitsFirst => " ORDER BY hits DESC, key",
+            EntryOrder::LeastValuable => " ORDER BY value ASC, last_used_ms ASC, created_ms ASC",
         }
     }
 }

@@ -1,5 +1,6 @@
 //! Reconciling the index with the files: records and blobs on disk are the truth.
 
+use super::value::VALUE_NOW;
 use super::{Index, Reconciled, list_fanout};
 use crate::store::Store;
 use crate::store::record::{self, Record};
@@ -189,5 +190,9 @@ pub(super) fn upsert_entry(
         size as i64,
         logical as i64
     ])?;
+    tx.prepare_cached(&format!(
+        "UPDATE entries SET value = {VALUE_NOW} WHERE key = ?1"
+    ))?
+    .execute([&rec.key])?;
     Ok(())
 }

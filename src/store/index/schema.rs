@@ -233,4 +233,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
         key TEXT PRIMARY KEY, evicted_ms INTEGER NOT NULL, reason TEXT NOT NULL
     ) WITHOUT ROWID;
     CREATE INDEX evicted_time ON evicted(evicted_ms);",
+    // 5: each entry's value to keep, for `gc --policy value` (see `value`).
+    "ALTER TABLE entries ADD COLUMN value REAL NOT NULL DEFAULT 0;
+    UPDATE entries SET value = (hits + 1) * CAST(duration_ms AS REAL) / MAX(size_bytes, 1);",
 ];

@@ -15,6 +15,49 @@ fn store() -> (tempfile::TempDir, Store) {
     (d, s)
 }
 
+/// gc's value policy (see `value`): a store sets `clock + 1 × duration / size`, every hit
+/// `clock + uses × duration / size` with the clock as it stands then.
+#[test]
+fn entry_values_follow_uses_and_the_clock() {
+    let (_d, s) = store();
+    let rec = sample();
+    s.write_record(&rec, b"hi\n", b"e\n").unwrap();
+    let ev = |e| journal::append(&s.journal, &e, None).unwrap();
+    let hit = |ts| Event::Hit {
+        ts,
+        key: rec.key.clone(),
+        cmd: "c".into(),
+        ns: "default".into(),
+        saved_ms: rec.duration_ms,
+        bytes: 5,
+    };
+    ev(Event::Store {
+        ts: 10,
+        key: rec.key.clone(),
+        cmd: "c".into(),
+        ns: "default".into(),
+        bytes: 1,
+        duration_ms: rec.duration_ms,
+    });
+    let mut idx = Index::open(&s).unwrap();
+    idx.fold_journal(&s).unwrap();
+    let row = idx.entry(&rec.key).unwrap().unwrap();
+    let per_use = rec.duration_ms as f64 / row.size_bytes as f64;
+    assert!(per_use > 0.0);
+    assert!((row.value - per_use).abs() < 1e-9, "{}", row.value);
+    idx.advance_value_clock(100.0).unwrap();
+    ev(hit(20));
+    ev(hit(30));
+    idx.fold_journal(&s).unwrap();
+    let row = idx.entry(&rec.key).unwrap().unwrap();
+    assert_eq!(row.hits, 2);
+    assert!(
+        (row.value - (100.0 + 3.0 * per_use)).abs() < 1e-9,
+        "{}",
+        row.value
+    );
+}
+
 #[test]
 fn folds_journal_once_and_rebuilds_from_records() {
     let (_d, s) = store();
@@ -320,6 +363,10 @@ fn migration_3_builds_the_aggregates_of_an_older_index() {
         tx.pragma_update(None, "user_version", 2).unwrap();
         tx.execute("INSERT INTO meta(name, value) VALUES('built', '1')", [])
             .unwrap();
+        // `upsert_entry` writes today's columns: `value` (migration 5) exists only while the
+        // rows are written.
+        tx.execute_batch("ALTER TABLE entries ADD COLUMN value REAL NOT NULL DEFAULT 0")
+            .unwrap();
         let digest = "c".repeat(64);
         write_blob(&s, &digest, 5000, 700);
         for (i, (cmd, ns)) in [
@@ -356,9 +403,19 @@ fn migration_3_builds_the_aggregates_of_an_older_index() {
             UsageDelta::default(),
         )
         .unwrap();
+        tx.execute_batch("ALTER TABLE entries DROP COLUMN value")
+            .unwrap();
         tx.commit().unwrap();
     }
     let idx = Index::open(&s).unwrap();
+    // Migration 5 gives every entry its value.
+    let unvalued: i64 = idx
+        .conn
+        .query_row("SELECT COUNT(*) FROM entries WHERE value <= 0", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(unvalued, 0);
     let version: i64 = idx
         .conn
         .pragma_query_value(None, "user_version", |r| r.get(0))
