@@ -550,7 +550,8 @@ pub struct WarmArgs {
         conflicts_with = "from_history"
     )]
     pub manifest: Option<PathBuf>,
-    /// Warm the most used commands recorded in this cache instead of a manifest
+    /// Warm the most used commands recorded in this cache instead of a manifest (the longest
+    /// runs start first)
     #[arg(long)]
     pub from_history: bool,
     /// With --from-history: how many commands [default: 20]
@@ -559,7 +560,7 @@ pub struct WarmArgs {
     /// With --from-history: count usage within this long ago, e.g. 7d
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, requires = "from_history")]
     pub since: Option<Duration>,
-    /// Run up to N commands at once [default: number of cores]
+    /// Run up to N commands at once, highest `priority` first [default: number of cores]
     #[arg(short = 'j', long, value_name = "N")]
     pub jobs: Option<usize>,
     /// List what would run and what is already cached; run nothing

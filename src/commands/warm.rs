@@ -72,14 +72,25 @@ pub fn run(dir: Option<(PathBuf, Source)>, args: &WarmArgs) -> Result<i32> {
         return Ok(report.exit_code());
     }
     if args.dry_run {
-        let mut t = ui::table(&["Status", "Command", "Directory"]);
+        // A manifest that sets priorities shows them (misses start highest first; from
+        // history, longest run first).
+        let show_priority = !args.from_history && report.commands.iter().any(|c| c.priority != 0);
+        let mut header = vec!["Status", "Command", "Directory"];
+        if show_priority {
+            header.insert(1, "Priority");
+        }
+        let mut t = ui::table(&header);
         for c in &report.commands {
             let status = if c.status == crate::warm::Status::Cached {
                 "cached"
             } else {
                 "would run"
             };
-            t.add_row(vec![status.to_owned(), c.command.clone(), c.cwd.clone()]);
+            let mut row = vec![status.to_owned(), c.command.clone(), c.cwd.clone()];
+            if show_priority {
+                row.insert(1, c.priority.to_string());
+            }
+            t.add_row(row);
         }
         if !report.commands.is_empty() {
             println!("{t}");

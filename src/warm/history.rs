@@ -4,6 +4,7 @@
 //! commands, the newest stored entry supplies the options it was run with: its argv, working
 //! directory, declared inputs, outputs and env, namespace, salt, tags, whether the cwd was keyed,
 //! and whether it stored a failure. Commands keyed on stdin cannot be replayed and are skipped.
+//! Their misses start longest first (by the stored run's duration: what one hit saves).
 
 use super::manifest::{Configs, WarmCommand};
 use crate::cli::RunArgs;
@@ -72,6 +73,8 @@ pub fn commands(
             origin: format!("history ({command})"),
             // The history comes from this cache; its commands are warmed into it.
             root: store.root.clone(),
+            // The longest runs start first: they save the most when they hit.
+            priority: row.duration_ms.min(i64::MAX as u64) as i64,
         });
     }
     Ok(out)

@@ -7,6 +7,7 @@
 //! inputs = ["{}"]
 //! outputs = ["thumbs/{}"]
 //! cwd = "site"                                   # relative to the manifest; default: its folder
+//! priority = 10                                  # higher starts first; default 0
 //! ```
 //!
 //! Every other field means what the `run` flag of the same name means; config `[[rule]]`s that
@@ -61,6 +62,34 @@ struct RawCommand {
     cache_failures: bool,
     #[serde(default)]
     no_cwd: bool,
+    /// Higher starts first (ties: manifest order).
+    #[serde(default)]
+    priority: Priority,
+}
+
+/// A command's `priority`: an integer, with an error that says what it is for.
+#[derive(Default)]
+struct Priority(i64);
+
+impl<'de> Deserialize<'de> for Priority {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Integer;
+        impl serde::de::Visitor<'_> for Integer {
+            type Value = Priority;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an integer (misses with a higher priority start first)")
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Priority, E> {
+                Ok(Priority(v))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Priority, E> {
+                i64::try_from(v)
+                    .map(Priority)
+                    .map_err(|_| E::custom("priority out of range"))
+            }
+        }
+        d.deserialize_i64(Integer)
+    }
 }
 
 /// One command to warm, resolved exactly as `cachectl run` would resolve it.
@@ -73,6 +102,9 @@ pub struct WarmCommand {
     pub origin: String,
     /// The cache it goes into: the one `cachectl run` would use in its directory.
     pub root: PathBuf,
+    /// Misses start in this order, highest first (ties: the order given): the manifest's
+    /// `priority`, or, from history, the time one run takes (what a hit saves), in ms.
+    pub priority: i64,
 }
 
 /// Configs by working directory (each directory may have its own cachectl.toml).
@@ -230,6 +262,7 @@ pub fn load(path: &Path, configs: &mut Configs) -> Result<Manifest> {
                 opts,
                 origin: origin.clone(),
                 root: root_of(cfg)?,
+                priority: c.priority.0,
             });
         }
     }
@@ -289,5 +322,19 @@ mod tests {
         assert!(format!("{:#}", r.unwrap_err()).contains("warm.toml:3"));
         let (_d, r) = manifest("[[command]]\nrun = \"echo 'unclosed\"\n");
         assert!(format!("{:#}", r.unwrap_err()).contains("unbalanced"));
+        let (_d, r) = manifest("[[command]]\nrun = \"true\"\npriority = \"high\"\n");
+        let msg = format!("{:#}", r.unwrap_err());
+        assert!(
+            msg.contains("warm.toml:3") && msg.contains("expected an integer (misses with"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn priority_defaults_to_zero() {
+        let (_d, r) =
+            manifest("[[command]]\nrun = \"a\"\n\n[[command]]\nrun = \"b\"\npriority = -2\n");
+        let p: Vec<i64> = r.unwrap().commands.iter().map(|c| c.priority).collect();
+        assert_eq!(p, [0, -2]);
     }
 }

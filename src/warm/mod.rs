@@ -75,6 +75,8 @@ pub struct CommandResult {
     pub command: String,
     pub cwd: String,
     pub origin: String,
+    /// Misses start highest first (see [`WarmCommand::priority`]).
+    pub priority: i64,
     pub key: String,
     pub status: Status,
     pub exit_code: Option<i32>,
@@ -226,6 +228,7 @@ pub fn run(
             command: c.opts.command_line.clone(),
             cwd: c.cwd.display().to_string(),
             origin: c.origin.clone(),
+            priority: c.priority,
             key,
             status,
             exit_code: None,
@@ -243,6 +246,10 @@ pub fn run(
     if key_failed && !opts.keep_going {
         queue.clear();
     }
+    // Highest priority first; a stable sort keeps the given order among equals.
+    queue
+        .make_contiguous()
+        .sort_by_key(|&i| std::cmp::Reverse(commands[i].priority));
     if !opts.dry_run && !queue.is_empty() {
         execute(&commands, &mut results, queue, opts, on_failure);
     }
@@ -386,6 +393,7 @@ fn results_template(c: &WarmCommand, ms: u64, code: i32) -> CommandResult {
         command: c.opts.command_line.clone(),
         cwd: c.cwd.display().to_string(),
         origin: c.origin.clone(),
+        priority: c.priority,
         key: String::new(),
         status: Status::Failed,
         exit_code: Some(code),

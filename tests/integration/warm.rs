@@ -726,3 +726,97 @@ fn sigint_reports_a_command_finished_in_grace_as_stored() {
     assert_eq!(a["error"], Value::Null, "{rep:#}");
     assert_eq!(counts(&rep), [0, 1, 0, 1, 0], "{rep:#}");
 }
+
+/// `priority` (issue 16): with `-j N`, the highest-priority misses start first; ties keep the
+/// manifest's order; cached commands are skipped whatever their priority.
+#[test]
+fn higher_priority_misses_start_first() {
+    let t = TestContext::new();
+    let log = t.root.join("started");
+    t.counted(
+        "job",
+        &format!("echo \"$1\" >> '{}'; sleep 0.2", log.display()),
+    );
+    let manifest = "\
+[[command]]\nrun = \"./job low\"\npriority = -1\n\n\
+[[command]]\nrun = \"./job plain-a\"\n\n\
+[[command]]\nrun = \"./job high\"\npriority = 10\n\n\
+[[command]]\nrun = \"./job plain-b\"\n\n\
+[[command]]\nrun = \"./job mid\"\npriority = 5\n\n\
+[[command]]\nrun = \"./job cached\"\npriority = 100\n";
+    t.write("warm.toml", manifest);
+    t.miss(t.run(&["--", "./job", "cached"])).success();
+    fs::remove_file(&log).unwrap();
+
+    // --dry-run shows the priorities.
+    let a = warm(&t, &["warm.toml", "--dry-run"]).assert().success();
+    let out = String::from_utf8(stdout_of(&a)).unwrap();
+    let rows: Vec<Vec<&str>> = out
+        .lines()
+        .filter(|l| l.contains("./job"))
+        .map(|l| l.split('┆').map(str::trim).collect())
+        .collect();
+    let shown: Vec<(&str, &str)> = rows.iter().map(|r| (r[1], r[2])).collect();
+    assert_eq!(
+        shown,
+        [
+            ("-1", "./job low"),
+            ("0", "./job plain-a"),
+            ("10", "./job high"),
+            ("0", "./job plain-b"),
+            ("5", "./job mid"),
+            ("100", "./job cached")
+        ],
+        "{out}"
+    );
+
+    // One at a time: highest first, ties as given.
+    let (code, rep) = warm_json(&t, &["warm.toml", "-j", "1"]);
+    assert_eq!(code, 0, "{rep:#}");
+    let started = fs::read_to_string(&log).unwrap();
+    assert_eq!(
+        started.lines().collect::<Vec<_>>(),
+        ["high", "mid", "plain-a", "plain-b", "low"]
+    );
+    assert_eq!(row(&rep, "./job high")["priority"], 10);
+    assert_eq!(row(&rep, "./job plain-a")["priority"], 0);
+
+    // Two at a time: the two highest start first.
+    t.cachectl(&["invalidate", "--all"]).assert().success();
+    fs::remove_file(&log).unwrap();
+    let (code, _) = warm_json(&t, &["warm.toml", "-j", "2"]);
+    assert_eq!(code, 0);
+    let started = fs::read_to_string(&log).unwrap();
+    let mut first_two: Vec<&str> = started.lines().take(2).collect();
+    first_two.sort();
+    assert_eq!(first_two, ["cached", "high"], "{started}");
+}
+
+#[test]
+fn from_history_starts_the_longest_runs_first() {
+    let t = TestContext::new();
+    let log = t.root.join("started");
+    t.counted(
+        "job",
+        &format!("echo \"$1\" >> '{}'; sleep \"$2\"", log.display()),
+    );
+    t.write("input", "1");
+    for (name, secs) in [("quick", "0"), ("slow", "0.4"), ("middle", "0.2")] {
+        t.miss(t.run(&["-i", "input", "--", "./job", name, secs]))
+            .success();
+    }
+    // The input changed: all three are misses again.
+    t.write("input", "2");
+    fs::remove_file(&log).unwrap();
+    let (code, rep) = warm_json(&t, &["--from-history", "-j", "1"]);
+    assert_eq!(code, 0, "{rep:#}");
+    let started = fs::read_to_string(&log).unwrap();
+    assert_eq!(
+        started.lines().collect::<Vec<_>>(),
+        ["slow", "middle", "quick"]
+    );
+    assert!(
+        row(&rep, "./job slow 0.4")["priority"].as_u64().unwrap() >= 400,
+        "{rep:#}"
+    );
+}
