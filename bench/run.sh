@@ -5,13 +5,16 @@
 #   BENCH_CASES="1 2" bench/run.sh   re-run some cases: their results are replaced, the others
 #                                    kept, and the report is rewritten from all of them
 #
-# Cases: 1 hit latency, 2 compile wrapping, 3 input hashing, 4 large outputs, 5 scale,
+# Cases: 1 hit latency (the build below, as `cargo install` makes it, and beside it the static-PIE
+#          release binary that scripts/build-release.sh makes for the host),
+#        2 compile wrapping, 3 input hashing, 4 large outputs, 5 scale,
 #        6 hit-path profile (perf stat, strace, callgrind; skipped for a tool that is missing),
 #        7 (opt-in, BENCH_CASES=7: not part of a full run) the same source built static and
 #          non-PIE into $CARGO_TARGET_DIR/static-exp, its hits against the normal build's.
 #
 # Environment:
-#   CARGO_TARGET_DIR   where the release build goes (default: the workspace's target/)
+#   CARGO_TARGET_DIR   where the release build goes (default: the workspace's target/), and the
+#                      static-PIE release binary (under <host triple>/release, for case 1)
 #   BENCH_REV          build this git revision (e.g. HEAD) from a clean export under
 #                      $CARGO_TARGET_DIR/bench-src instead of the working tree
 #   BENCH_CASES        cases to run (default "1 2 3 4 5 6")
@@ -119,6 +122,22 @@ build_secs=$(( $(date +%s) - build_start ))
 TARGET_DIR=$(cargo metadata --format-version 1 --no-deps | jq -r .target_directory)
 CACHECTL=$TARGET_DIR/release/cachectl
 [ -x "$CACHECTL" ] || { echo "no binary at $CACHECTL" >&2; exit 1; }
+# Case 1 also measures the release binary: the static PIE scripts/build-release.sh makes (the
+# one .github/workflows/release.yml publishes), built from the same source into the same target
+# directory. A revision older than that script has none, and its row is left out.
+RELEASE=
+if has 1; then
+    HOST=$(rustc -vV | sed -n 's/^host: //p')
+    if [ -x "$SRC/scripts/build-release.sh" ]; then
+        log "building the release binary (scripts/build-release.sh $HOST)"
+        release_start=$(date +%s)
+        CARGO_TARGET_DIR=$TARGET_DIR "$SRC/scripts/build-release.sh" "$HOST" "$TARGET_DIR/release-dist" >&2
+        release_secs=$(( $(date +%s) - release_start ))
+        RELEASE=$TARGET_DIR/$HOST/release/cachectl
+    else
+        log "no scripts/build-release.sh in $SRC: case 1 has no release-binary row"
+    fi
+fi
 cd "$ROOT"
 if [ -n "${BENCH_REV:-}" ]; then
     BUILT="revision $BENCH_REV = $REV_HASH (clean export)"
@@ -169,6 +188,9 @@ if [ $FULL = 1 ]; then
     meta cachectl "$("$CACHECTL" --version), built from the $BUILT"
     meta cachectl_bin "$CACHECTL ($(stat -c %s "$CACHECTL") bytes)"
     meta build_secs "$build_secs"
+    if [ -n "$RELEASE" ]; then
+        meta cachectl_release_bin "$RELEASE ($(file -b "$RELEASE" | cut -d, -f1-2), $(stat -c %s "$RELEASE") bytes), built by scripts/build-release.sh in ${release_secs}s"
+    fi
     meta hyperfine "$(hyperfine --version)"
     meta bkt "$(bkt --version 2>&1 | head -1)"
     meta ccache "$(ccache --version | head -1)"
@@ -254,12 +276,22 @@ if has 1; then
             "$CACHECTL" run -- $plain > /dev/null
         done
         expect_hit -- $plain
+        # The release binary hits the same entries (same source, same cache directory). Its row
+        # comes last, so that the report's targets keep reading the first `cachectl` row.
+        release_row=()
+        if [ -n "$RELEASE" ]; then
+            v=$("$RELEASE" run -v -- $plain 2>&1 >/dev/null) || true
+            [[ $v == *"cachectl: hit"* ]] ||
+                { echo "expected a hit from the release binary for: $plain" >&2; exit 1; }
+            release_row=(-n "cachectl (release binary)" "$RELEASE run -- $plain")
+        fi
         runs=(--warmup 20 --min-runs 200)
         [ $size = 16777216 ] && runs=(--warmup 5 --min-runs 60)
         hf "hit_$size" -N "${runs[@]}" \
             -n "plain: $label" "$plain" \
             -n "bkt hit" "$BKT -- $plain" \
-            -n "cachectl hit" "$CACHECTL run -- $plain"
+            -n "cachectl hit" "$CACHECTL run -- $plain" \
+            "${release_row[@]}"
     done
     # Same, with every byte of 1 MiB going through a pipe to a reader (not /dev/null). Every
     # row pays the same sh + cat start-up, so -N (no shell correction) and compare differences.

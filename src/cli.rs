@@ -157,14 +157,15 @@ pub enum Command {
     #[command(after_help = RUN_EXAMPLES)]
     Run(RunArgs),
     /// Counters (hits, misses, time saved), store size, per-command breakdown, daily history
+    /// chart, trend; one CI build with --session; CI gates
     #[command(
-        after_help = "Examples:\n  cachectl stats\n  cachectl stats --by namespace --since 7d\n  cachectl stats --json | jq .hit_rate\n  cachectl stats --since 2h --fail-under 60   # CI gate: exit 1 below 60% hits"
+        after_help = "Examples:\n  cachectl stats\n  cachectl stats --by namespace --since 7d\n  cachectl stats --json | jq .hit_rate\n  cachectl stats --since 2h --fail-under 60   # CI gate: exit 1 below 60% hits\n  export CACHECTL_SESSION=ci-$GITHUB_RUN_ID   # at the top of a CI job: tags every run\n  cachectl stats --session \"$CACHECTL_SESSION\" --fail-under 40 --fail-on-drop 20\n  cachectl stats --session \"$CACHECTL_SESSION\" --format markdown >> \"$GITHUB_STEP_SUMMARY\""
     )]
     Stats(StatsArgs),
     /// Evict entries by age, then by value or last use down to max_size, then delete what
     /// nothing references
     #[command(
-        after_help = "Examples:\n  cachectl gc                       # down to max_size (config; default 5 GiB)\n  cachectl gc --max-size 500MiB --dry-run\n  cachectl gc --max-age 30d"
+        after_help = "Examples:\n  cachectl gc                       # down to max_size (config; default 5 GiB)\n  cachectl gc --max-size 500MiB --dry-run\n  cachectl gc --max-age 30d\n  cachectl gc --max-size 2G --policy lru   # least recently used first, not least valuable"
     )]
     Gc(GcArgs),
     /// Remove the entries a selection names (selectors combine with AND)
