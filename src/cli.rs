@@ -44,6 +44,7 @@ pub const FLAG_ENV: &[&str] = &[
     "CACHECTL_EXPLAIN",
     "CACHECTL_VERBOSE",
     "CACHECTL_SESSION",
+    "CACHECTL_TRACE",
 ];
 
 mod fast;
@@ -319,6 +320,12 @@ pub struct RunArgs {
     /// export CACHECTL_SESSION once at the top of a CI job to tag every run in it
     #[arg(long, env = "CACHECTL_SESSION", value_name = "NAME", value_parser = parse_session)]
     pub session: Option<String>,
+
+    /// `check`: on a miss, run the command under the tracer (Linux) and list on stderr the files
+    /// it read or wrote that are not declared, with the -i/-o to add; `off`: no tracing
+    /// [default: trace from config; off]
+    #[arg(long, env = "CACHECTL_TRACE", value_enum, value_name = "MODE")]
+    pub trace: Option<TraceMode>,
 
     /// The command and its arguments (after `--`)
     #[arg(required = true, trailing_var_arg = true, value_name = "COMMAND")]
@@ -643,6 +650,9 @@ impl RunArgs {
         if let Some(session) = &self.session {
             flag("--session", session);
         }
+        if let Some(mode) = self.trace {
+            flag("--trace", mode.as_str());
+        }
         for (on, f) in [
             (self.stdin, "--stdin"),
             (self.no_cwd, "--no-cwd"),
@@ -771,6 +781,46 @@ impl GcPolicy {
         match self {
             GcPolicy::Value => "value",
             GcPolicy::Lru => "lru",
+        }
+    }
+}
+
+/// Whether a miss runs under the tracer, and what is done with what it sees.
+#[derive(
+    serde::Serialize,
+    serde::Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    clap::ValueEnum,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum TraceMode {
+    /// Key what is declared; after a miss, list what the command read or wrote undeclared
+    Check,
+    /// No tracing: only what is declared
+    #[default]
+    Off,
+}
+
+impl TraceMode {
+    /// The values, as config errors list them.
+    pub const CHOICES: &str = "\"check\", \"off\"";
+
+    pub fn parse(s: &str) -> Option<TraceMode> {
+        match s {
+            "check" => Some(TraceMode::Check),
+            "off" => Some(TraceMode::Off),
+            _ => None,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TraceMode::Check => "check",
+            TraceMode::Off => "off",
         }
     }
 }

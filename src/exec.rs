@@ -6,10 +6,10 @@
 //! the interleaving of the two streams. Nothing is held in memory beyond the inline limit: larger
 //! streams spill to a temp file in the store.
 //!
-//! Signals: SIGINT, SIGTERM, SIGHUP and SIGQUIT sent to cachectl by another process are forwarded
-//! to the child; the same signals from the terminal already reach the child (same process group)
-//! and are not sent twice. Either way the run is marked interrupted and never stored. A child that
-//! dies of signal N makes cachectl exit 128+N.
+//! Signals ([`crate::signals`]): SIGINT, SIGTERM, SIGHUP and SIGQUIT sent to cachectl by another
+//! process are forwarded to the child; the same signals from the terminal already reach the child
+//! (same process group) and are not sent twice. Either way the run is marked interrupted and never
+//! stored. A child that dies of signal N makes cachectl exit 128+N.
 
 use crate::fsutil::TempFile;
 use crate::stdio::FdSink;
@@ -19,7 +19,6 @@ use std::io::{self, Read, Seek, Write};
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::Instant;
 
 /// Streams up to this size are kept in memory and inlined in the record.
@@ -237,6 +236,9 @@ pub struct Captured {
     /// run is never stored: a command that survives a closed pipe (it ignores SIGPIPE, or
     /// handles EPIPE) exits 0 with only part of its output captured.
     pub gap: Option<Gap>,
+    /// With tracing asked for: what the tracer saw, or why there is nothing (it could not run,
+    /// or ended without a report). `None` when tracing was not asked for.
+    pub trace: Option<Result<crate::trace::Observed, String>>,
 }
 
 /// How a capture can end before the command's output does.
@@ -290,68 +292,8 @@ impl SpawnError {
     }
 }
 
-static CHILD: AtomicI32 = AtomicI32::new(0);
-static RECEIVED: AtomicI32 = AtomicI32::new(0);
-/// A signal that arrived while no child was running yet: delivered as soon as one starts.
-static PENDING: AtomicI32 = AtomicI32::new(0);
-const FORWARDED: [libc::c_int; 4] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT];
-
-extern "C" fn on_signal(sig: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc::c_void) {
-    RECEIVED.store(sig, Ordering::SeqCst);
-    let pid = CHILD.load(Ordering::SeqCst);
-    // si_code <= 0: sent by a process (kill, sigqueue, tgkill). > 0: from the kernel, e.g. the
-    // terminal's ^C, which the child (in our process group) has received already.
-    // SAFETY: the kernel passes a valid siginfo_t to an SA_SIGINFO handler; kill is
-    // async-signal-safe.
-    unsafe {
-        if pid <= 0 {
-            PENDING.store(sig, Ordering::SeqCst);
-        } else if info.is_null() || (*info).si_code <= 0 {
-            libc::kill(pid, sig);
-        }
-    }
-}
-
-/// Record the child's pid for forwarding, and deliver a signal that arrived before it existed
-/// (it cannot have reached the child through the terminal either).
-fn register_child(pid: u32) {
-    CHILD.store(pid as i32, Ordering::SeqCst);
-    let pending = PENDING.swap(0, Ordering::SeqCst);
-    if pending != 0 {
-        // SAFETY: kill on the pid of a child we just spawned and have not reaped.
-        unsafe {
-            libc::kill(pid as i32, pending);
-        }
-    }
-}
-
-/// Install the handlers (idempotent). With no child registered, a signal is only recorded, which
-/// is how `warm` learns of a Ctrl-C.
-pub fn install_forwarding() {
-    // SAFETY: installing a handler that only touches atomics and calls kill.
-    unsafe {
-        let mut sa: libc::sigaction = std::mem::zeroed();
-        sa.sa_sigaction = on_signal as *const () as usize;
-        sa.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART;
-        libc::sigemptyset(&mut sa.sa_mask);
-        for sig in FORWARDED {
-            libc::sigaction(sig, &sa, std::ptr::null_mut());
-        }
-    }
-}
-
-/// A terminating signal that arrived while no child ran (so nobody acted on it yet).
-pub fn unhandled_signal() -> Option<i32> {
-    match PENDING.load(Ordering::SeqCst) {
-        0 => None,
-        s => Some(s),
-    }
-}
-
-/// Whether cachectl has received a terminating signal (the run is then never stored).
-pub fn interrupted() -> bool {
-    RECEIVED.load(Ordering::SeqCst) != 0
-}
+use crate::signals::{forget_child, register_child};
+pub use crate::signals::{install_forwarding, interrupted, unhandled_signal};
 
 fn build(argv: &[OsString], cwd: &Path, stdin: Option<File>) -> Command {
     let mut cmd = Command::new(&argv[0]);
@@ -366,7 +308,7 @@ fn build(argv: &[OsString], cwd: &Path, stdin: Option<File>) -> Command {
 fn wait_status(child: &mut std::process::Child) -> io::Result<Outcome> {
     use std::os::unix::process::ExitStatusExt;
     let status = child.wait()?;
-    CHILD.store(0, Ordering::SeqCst);
+    forget_child();
     Ok(match (status.code(), status.signal()) {
         (Some(c), _) => Outcome::Exited(c),
         (None, Some(s)) => Outcome::Signaled(s),
@@ -394,29 +336,68 @@ pub fn run_plain(
     })
 }
 
-/// Run with stdout and stderr captured into spools (in `spool_dir`) and teed live.
+/// Run with stdout and stderr captured into spools (in `spool_dir`) and teed live; with
+/// `trace`, under the tracer ([`crate::trace`]), whose observations come back in
+/// [`Captured::trace`]. A tracer that cannot be started leaves the command running untraced,
+/// with the reason in `trace`.
 pub fn run_captured(
     argv: &[OsString],
     cwd: &Path,
     stdin: Option<File>,
     spool_dir: Option<PathBuf>,
+    trace: bool,
 ) -> Result<Captured, SpawnError> {
     install_forwarding();
     let start = Instant::now();
-    let mut cmd = build(argv, cwd, stdin);
-    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     let err = |error| SpawnError {
         program: argv[0].clone(),
         error,
     };
-    let mut child = cmd.spawn().map_err(err)?;
+    let (mut child, report, trace_failed) = if trace && crate::trace::SUPPORTED {
+        match spawn_traced(argv, cwd, stdin.as_ref()) {
+            Ok((child, report)) => (child, Some(report), None),
+            Err(e) => {
+                let mut cmd = build(argv, cwd, stdin);
+                cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+                let why = format!("cannot start the tracer: {e}");
+                (cmd.spawn().map_err(err)?, None, Some(why))
+            }
+        }
+    } else {
+        let mut cmd = build(argv, cwd, stdin);
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let why = trace.then(|| "tracing is not available on this platform".to_owned());
+        (cmd.spawn().map_err(err)?, None, why)
+    };
     register_child(child.id());
     let out_pipe = child.stdout.take().expect("piped");
     let err_pipe = child.stderr.take().expect("piped");
     let mut spools = [Spool::new(spool_dir.clone()), Spool::new(spool_dir)];
     let mut chunks: Vec<u64> = Vec::new();
     let gap = pump(out_pipe, err_pipe, &mut spools, &mut chunks);
-    let outcome = wait_status(&mut child).map_err(err)?;
+    let (outcome, trace) = match report {
+        None => (wait_status(&mut child).map_err(err)?, trace_failed.map(Err)),
+        Some(report) => match read_report(report) {
+            Some(r) => {
+                if let Some(e) = r.exec_errno {
+                    let _ = child.wait();
+                    forget_child();
+                    return Err(err(io::Error::from_raw_os_error(e)));
+                }
+                // The tracer may stay behind, serving processes the command left running: it
+                // is not waited for.
+                let _ = child.try_wait();
+                forget_child();
+                (outcome_of(r.status), Some(Ok(r.observed)))
+            }
+            None => {
+                // No report: the tracer died (its tracees with it). Its own end is the answer.
+                let outcome = wait_status(&mut child).map_err(err)?;
+                let why = "the tracer ended without a report".to_owned();
+                (outcome, Some(Err(why)))
+            }
+        },
+    };
     let [stdout, stderr] = spools;
     Ok(Captured {
         outcome,
@@ -426,7 +407,73 @@ pub fn run_captured(
         chunks,
         interrupted: interrupted(),
         gap,
+        trace,
     })
+}
+
+/// Start `cachectl __trace` on `argv`: it runs the command with cachectl's stdio pipes and
+/// reports on the returned pipe when the command's process ends.
+fn spawn_traced(
+    argv: &[OsString],
+    cwd: &Path,
+    stdin: Option<&File>,
+) -> io::Result<(std::process::Child, File)> {
+    use std::os::unix::process::CommandExt;
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 fills two descriptors that we then own.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: both are open descriptors owned by nobody else.
+    let (report_r, report_w) = unsafe { (File::from_raw_fd(fds[0]), File::from_raw_fd(fds[1])) };
+    let write_fd = report_w.as_raw_fd();
+    let mut cmd = Command::new("/proc/self/exe");
+    cmd.arg0("cachectl")
+        .args(crate::trace::tracer_args(write_fd, argv))
+        .current_dir(cwd)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    match stdin {
+        Some(f) => cmd.stdin(Stdio::from(f.try_clone()?)),
+        None => cmd.stdin(Stdio::null()),
+    };
+    // SAFETY: fcntl is async-signal-safe; it only clears close-on-exec on the report pipe's
+    // write end in the child, so that the tracer inherits it.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::fcntl(write_fd, libc::F_SETFD, 0) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn()?;
+    drop(report_w);
+    Ok((child, report_r))
+}
+
+/// The tracer's report, once the command's process has ended (`None`: it sent none).
+fn read_report(mut pipe: File) -> Option<crate::trace::Report> {
+    let mut bytes = Vec::new();
+    loop {
+        match pipe.read_to_end(&mut bytes) {
+            Ok(_) => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => return None,
+        }
+    }
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// The outcome of a `waitpid` status.
+fn outcome_of(status: i32) -> Outcome {
+    if libc::WIFEXITED(status) {
+        Outcome::Exited(libc::WEXITSTATUS(status))
+    } else if libc::WIFSIGNALED(status) {
+        Outcome::Signaled(libc::WTERMSIG(status))
+    } else {
+        Outcome::Exited(1)
+    }
 }
 
 /// Read both pipes until both close, teeing and spooling each chunk in arrival order. Returns

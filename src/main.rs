@@ -13,6 +13,14 @@ fn main() {
 }
 
 fn entry() -> ! {
+    // The tracer process (`cachectl run --trace` starts it): before anything else.
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == cachectl::trace::TRACER_ARG)
+    {
+        let args: Vec<std::ffi::OsString> = std::env::args_os().skip(2).collect();
+        std::process::exit(cachectl::trace::tracer_main(&args));
+    }
     for name in cachectl::cli::FLAG_ENV {
         if std::env::var_os(name).is_some_and(|v| v.is_empty()) {
             // SAFETY: no other thread exists yet.

@@ -40,5 +40,7 @@ mod replay;
 mod servers;
 #[path = "integration/store.rs"]
 mod store;
+#[path = "integration/trace.rs"]
+mod trace;
 #[path = "integration/warm.rs"]
 mod warm;

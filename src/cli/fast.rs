@@ -83,6 +83,7 @@ pub fn parse(args: &[OsString], env: impl Fn(&str) -> Option<OsString>) -> Optio
                     "remote" => run.remote = Some(remote_mode(text)?),
                     "max-entry-size" => run.max_entry_size = Some(super::parse_size(text).ok()?),
                     "session" => run.session = Some(super::parse_session(text).ok()?),
+                    "trace" => run.trace = Some(trace_mode(text)?),
                     _ => unreachable!("every option is listed in `option`"),
                 }
             }
@@ -131,6 +132,7 @@ const OPTION_WORDS: &[&str] = &[
     "--remote",
     "--max-entry-size",
     "--session",
+    "--trace",
     "--dir",
     "--stdin",
     "--no-cwd",
@@ -156,6 +158,7 @@ fn option(word: &str) -> Option<(&'static str, bool)> {
         "--remote" => ("remote", true),
         "--max-entry-size" => ("max-entry-size", true),
         "--session" => ("session", true),
+        "--trace" => ("trace", true),
         "--dir" => ("dir", true),
         "--stdin" => ("stdin", false),
         "--no-cwd" => ("no-cwd", false),
@@ -166,6 +169,11 @@ fn option(word: &str) -> Option<(&'static str, bool)> {
         "-v" | "--verbose" => ("verbose", false),
         _ => return None,
     })
+}
+
+/// `--trace`'s value, spelled exactly as clap's value enum accepts it.
+fn trace_mode(text: &str) -> Option<super::TraceMode> {
+    <super::TraceMode as clap::ValueEnum>::from_str(text, false).ok()
 }
 
 /// `--remote`'s value, spelled exactly as clap's value enum accepts it.
@@ -340,8 +348,8 @@ mod tests {
                     .copied()
                     .chain([
                         "--", "--", "-", "-vi", "--ttl=1h", "-h", "--help", "-V", "1h", "90s",
-                        "7d", "soon", "rw", "ro", "off", "RO", "5MiB", "lots", "a.c", "*.h",
-                        "src/**", "", " ", "é", "x=y", "-x", "--x", "echo",
+                        "7d", "soon", "rw", "ro", "off", "RO", "check", "5MiB", "lots", "a.c",
+                        "*.h", "src/**", "", " ", "é", "x=y", "-x", "--x", "echo",
                     ])
                     .collect::<Vec<_>>(),
             )
@@ -378,6 +386,7 @@ mod tests {
                 ("--remote", "ro"),
                 ("--max-entry-size", "5MiB"),
                 ("--session", "ci-42 build"),
+                ("--trace", "check"),
                 ("--dir", "/c"),
                 ("--stdin", ""),
                 ("--no-cwd", ""),
@@ -387,7 +396,7 @@ mod tests {
                 ("--explain", ""),
                 ("-v", ""),
             ])),
-            0..14,
+            0..15,
         );
         let command = prop::collection::vec(
             prop::sample::select(vec!["echo", "-v", "--", "--ttl", "x y", "-"]),

@@ -155,6 +155,7 @@ pub fn run(dir: Option<(PathBuf, Source)>, args: &ConfigArgs) -> Result<i32> {
         let _ = writeln!(out, "  stale:     {}", dur(o.stale));
         let _ = writeln!(out, "  cwd keyed: {}", o.key_cwd);
         let _ = writeln!(out, "  cache_failures: {}", o.cache_failures);
+        let _ = writeln!(out, "  trace:     {}", o.trace.as_str());
     }
     print!("{out}");
     Ok(0)
@@ -215,6 +216,14 @@ fn settings_rows(out: &mut String, s: &RunSettings) {
     };
     flag(&s.cache_failures, "cache_failures", false, out);
     flag(&s.cwd, "cwd (in key)", true, out);
+    let trace = match &s.trace {
+        Some(t) => map(t, |m| m.as_str().to_owned()),
+        None => Setting {
+            value: crate::cli::TraceMode::default().as_str().to_owned(),
+            source: Source::Default,
+        },
+    };
+    row(out, "trace", &trace);
 }
 
 /// The list settings (inputs, outputs, env, tags) that are set.
@@ -253,5 +262,8 @@ fn describe_lists(out: &mut String, s: &RunSettings) {
     }
     if let Some(b) = &s.cwd {
         let _ = writeln!(out, "      cwd = {}", b.value);
+    }
+    if let Some(t) = &s.trace {
+        let _ = writeln!(out, "      trace = {:?}", t.value.as_str());
     }
 }

@@ -41,6 +41,7 @@ macro_rules! run_table {
             salt: Option<Spanned<String>>,
             cache_failures: Option<Spanned<bool>>,
             cwd: Option<Spanned<bool>>,
+            trace: Option<Spanned<String>>,
             $($(#[$ameta])* $after: $aty,)*
         }
 
@@ -58,6 +59,7 @@ macro_rules! run_table {
                     salt: loc.string(&self.salt),
                     cache_failures: loc.boolean(&self.cache_failures),
                     cwd: loc.boolean(&self.cwd),
+                    trace: loc.trace_mode(&self.trace)?,
                 })
             }
         }
@@ -147,6 +149,22 @@ impl Located<'_> {
     }
     fn boolean(&self, s: &Option<Spanned<bool>>) -> Option<Setting<bool>> {
         s.as_ref().map(|v| self.setting(v, *v.get_ref()))
+    }
+    fn trace_mode(
+        &self,
+        s: &Option<Spanned<String>>,
+    ) -> Result<Option<Setting<crate::cli::TraceMode>>> {
+        s.as_ref()
+            .map(|v| {
+                let mode = crate::cli::TraceMode::parse(v.get_ref()).ok_or_else(|| {
+                    self.error(
+                        v.span().start,
+                        &format!("`trace` must be one of {}", crate::cli::TraceMode::CHOICES),
+                    )
+                })?;
+                Ok(self.setting(v, mode))
+            })
+            .transpose()
     }
 }
 

@@ -123,6 +123,8 @@ pub struct RunSettings {
     pub cache_failures: Option<Setting<bool>>,
     /// `false` = leave the working directory out of the key.
     pub cwd: Option<Setting<bool>>,
+    /// `trace = "check" | "off"`.
+    pub trace: Option<Setting<crate::cli::TraceMode>>,
 }
 
 /// A `[[rule]]` table.
@@ -297,6 +299,7 @@ fn overlay(base: &mut RunSettings, top: RunSettings) {
     base.salt = top.salt.or(base.salt.take());
     base.cache_failures = top.cache_failures.or(base.cache_failures.take());
     base.cwd = top.cwd.or(base.cwd.take());
+    base.trace = top.trace.or(base.trace.take());
 }
 
 /// Check declared outputs before anything runs: absolute or `..` paths are usage errors.

@@ -33,6 +33,8 @@ pub struct RunOptions {
     pub remote: Option<Remote>,
     /// The build this run belongs to (`--session`, `CACHECTL_SESSION`).
     pub session: Option<String>,
+    /// `--trace` over `trace` in config: whether a miss runs under the tracer.
+    pub trace: crate::cli::TraceMode,
     /// Where each matched rule was defined (for `cachectl config -- CMD` and `--explain`).
     pub matched_rules: Vec<String>,
 }
@@ -131,6 +133,7 @@ impl RunOptions {
             max_entry_size: args.max_entry_size.or(cfg.max_entry_size.value),
             remote: cfg.remote(args.remote),
             session: args.session.clone(),
+            trace: args.trace.or(s.trace.map(|t| t.value)).unwrap_or_default(),
             matched_rules,
         })
     }

@@ -16,6 +16,7 @@
 //! | `-v` and `--explain` | [`report`] |
 
 mod background;
+mod check;
 pub mod fault;
 mod hit;
 pub mod policy;
@@ -50,12 +51,52 @@ pub fn run(opts: &RunOptions, root: Option<PathBuf>, cwd: &Path) -> i32 {
         Lookup::Miss(miss) => miss,
         Lookup::Uncached => return run_plain(opts, cwd, job.stdin()),
     };
-    match exec::run_captured(&opts.argv, cwd, job.stdin(), Some(job.store.tmp.clone())) {
-        Ok(captured) => store::finish(job, miss, captured),
+    let trace = opts.trace == crate::cli::TraceMode::Check;
+    match exec::run_captured(
+        &opts.argv,
+        cwd,
+        job.stdin(),
+        Some(job.store.tmp.clone()),
+        trace,
+    ) {
+        Ok(captured) => {
+            if trace {
+                report_check(&job, &captured);
+            }
+            store::finish(job, miss, captured)
+        }
         Err(e) => {
             crate::note!("{}", e.message());
             e.exit_code()
         }
+    }
+}
+
+/// `--trace check`: after the command's own output, what it read or wrote undeclared.
+fn report_check(job: &Job, captured: &exec::Captured) {
+    let observed = match &captured.trace {
+        Some(Ok(observed)) => observed,
+        Some(Err(why)) => {
+            crate::note!("cachectl: check: could not trace the command: {why}");
+            return;
+        }
+        None => return,
+    };
+    let declared: Vec<String> = job.components.inputs.keys().cloned().collect();
+    let mut skip = vec![job.store.root.clone()];
+    if let Some(exe) = &job.components.exe {
+        skip.push(PathBuf::from(&exe.path));
+    }
+    let advice = check::advise(
+        observed,
+        job.cwd,
+        &declared,
+        &job.opts.outputs,
+        &skip,
+        job.opts.verbose,
+    );
+    for line in advice.lines() {
+        crate::note!("cachectl: {line}");
     }
 }
 

@@ -65,6 +65,8 @@ struct RawCommand {
     /// Higher starts first (ties: manifest order).
     #[serde(default)]
     priority: Priority,
+    /// `--trace`: `check` or `off`.
+    trace: Option<Spanned<String>>,
 }
 
 /// A command's `priority`: an integer, with an error that says what it is for.
@@ -209,6 +211,18 @@ pub fn load(path: &Path, configs: &mut Configs) -> Result<Manifest> {
             crate::config::validate_declared(std::slice::from_ref(o.get_ref()))
                 .map_err(|e| file.error(o.span().start, &format!("`outputs`: {e:#}")))?;
         }
+        let trace = c
+            .trace
+            .as_ref()
+            .map(|t| {
+                crate::cli::TraceMode::parse(t.get_ref()).ok_or_else(|| {
+                    file.error(
+                        t.span().start,
+                        &format!("`trace` must be one of {}", crate::cli::TraceMode::CHOICES),
+                    )
+                })
+            })
+            .transpose()?;
         let ttl = duration(&c.ttl, "ttl")?;
         let stale = duration(&c.stale, "stale")?;
         let matches: Vec<Option<String>> = match &c.for_each {
@@ -247,6 +261,7 @@ pub fn load(path: &Path, configs: &mut Configs) -> Result<Manifest> {
                 stale,
                 cache_failures: c.cache_failures,
                 no_cwd: c.no_cwd,
+                trace,
                 command: argv.iter().map(sub).map(OsString::from).collect(),
                 ..Default::default()
             };

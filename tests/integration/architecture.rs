@@ -13,13 +13,14 @@ use std::path::Path;
 
 const LAYERS: &[&[&str]] = &[
     &[
-        "clock", "cmdline", "error", "fsutil", "located", "log", "note", "paths", "stdio", "ui",
-        "warn",
+        "clock", "cmdline", "error", "fsutil", "located", "log", "note", "paths", "signals",
+        "stdio", "ui", "warn",
     ],
     &["cli"],
     &["config"],
     &["key"],
     &["store"],
+    &["trace"],
     &["exec", "outputs", "remote", "replay"],
     &["run"],
     &["manage", "warm"],

@@ -1,0 +1,139 @@
+//! What the traced processes did to each path, and the report the tracer sends back.
+
+use super::syscalls::Op;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+/// What the run did to one path. Looks that come after the run changed the path are its own
+/// business (a temporary it wrote and read back), so `read`, `probed` and `listed` count only
+/// the accesses before the first change: they are what the run depended on.
+#[derive(Serialize, Deserialize, Debug, Default, Clone, PartialEq, Eq)]
+pub struct Access {
+    /// Its content was read (opened for reading) before the run changed it.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub read: bool,
+    /// It was executed (before the run changed it): its interpreter is read too.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub executed: bool,
+    /// It was looked at (stat, access, readlink, opened as a directory) before the run changed it.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub probed: bool,
+    /// Its entries were listed before the run changed it.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub listed: bool,
+    /// The run wrote, created, truncated or renamed something onto it.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub written: bool,
+    /// The run removed it (or renamed it away).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub removed: bool,
+    /// For a file read and then changed by the run (`sed -i`): the blake3 digest of its content
+    /// just before the change, what the run read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest_before_change: Option<String>,
+}
+
+fn is_false(b: &bool) -> bool {
+    !b
+}
+
+impl Access {
+    /// Whether the run changed the path.
+    pub fn changed(&self) -> bool {
+        self.written || self.removed
+    }
+
+    /// Whether the run depended on the path as it was before it ran.
+    pub fn is_input(&self) -> bool {
+        self.read || self.executed || self.probed || self.listed
+    }
+}
+
+/// Everything the tracer saw.
+#[derive(Serialize, Deserialize, Debug, Default, Clone, PartialEq, Eq)]
+pub struct Observed {
+    /// Absolute paths, as the processes named them (resolved against their working directory
+    /// or directory descriptor, not through symlinks).
+    pub paths: BTreeMap<PathBuf, Access>,
+    /// Ways the run read files that the tracer cannot see (io_uring, a 32-bit system call, a
+    /// descriptor whose path cannot be read): a run with any is not completely traced.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub untraceable: BTreeSet<String>,
+    /// A process of the run was still running when the command's own process ended: what it
+    /// does after that is not traced.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub outlived: bool,
+}
+
+/// Paths that are never inputs or outputs: the kernel's views and devices.
+fn ignored(path: &Path) -> bool {
+    ["/proc", "/sys", "/dev"]
+        .iter()
+        .any(|prefix| path.starts_with(prefix))
+}
+
+impl Observed {
+    /// Note that the run did `op` to `path` (absolute). `digest` is asked, for a file the run
+    /// read and is about to change, for the content it read.
+    pub fn record(&mut self, path: PathBuf, op: Op, digest: impl FnOnce(&Path) -> Option<String>) {
+        if ignored(&path) {
+            return;
+        }
+        let a = self.paths.entry(path.clone()).or_default();
+        let before_change = !a.changed();
+        match op {
+            Op::Read if before_change => a.read = true,
+            Op::Exec if before_change => a.executed = true,
+            Op::Probe if before_change => a.probed = true,
+            Op::List if before_change => a.listed = true,
+            Op::Read | Op::Exec | Op::Probe | Op::List => {}
+            Op::Write | Op::Remove => {
+                if before_change && a.read {
+                    a.digest_before_change = digest(&path);
+                }
+                if op == Op::Write {
+                    a.written = true;
+                } else {
+                    a.removed = true;
+                }
+            }
+        }
+    }
+}
+
+/// What the tracer sends back when the command's process has ended.
+#[derive(Serialize, Deserialize, Debug, Default, Clone, PartialEq, Eq)]
+pub struct Report {
+    /// The command's wait status (as `waitpid` gives it).
+    pub status: i32,
+    /// The command could not be executed: its errno (as a spawn error).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exec_errno: Option<i32>,
+    pub observed: Observed,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn looks_after_a_change_are_not_inputs() {
+        let mut o = Observed::default();
+        let p = PathBuf::from;
+        o.record(p("/w/tmp.o"), Op::Write, |_| None);
+        o.record(p("/w/tmp.o"), Op::Read, |_| None);
+        o.record(p("/w/in.c"), Op::Read, |_| None);
+        o.record(p("/w/conf"), Op::Read, |_| None);
+        o.record(p("/w/conf"), Op::Write, |_| Some("d1".into()));
+        o.record(p("/w/conf"), Op::Write, |_| Some("d2".into()));
+        o.record(p("/proc/self/maps"), Op::Read, |_| None);
+        let tmp = &o.paths[Path::new("/w/tmp.o")];
+        assert!(tmp.written && !tmp.is_input());
+        assert!(o.paths[Path::new("/w/in.c")].read);
+        let conf = &o.paths[Path::new("/w/conf")];
+        assert!(conf.read && conf.written);
+        assert_eq!(conf.digest_before_change.as_deref(), Some("d1"));
+        assert!(!o.paths.contains_key(Path::new("/proc/self/maps")));
+    }
+}
