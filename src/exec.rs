@@ -427,7 +427,12 @@ fn spawn_traced(
     // SAFETY: both are open descriptors owned by nobody else.
     let (report_r, report_w) = unsafe { (File::from_raw_fd(fds[0]), File::from_raw_fd(fds[1])) };
     let write_fd = report_w.as_raw_fd();
-    let mut cmd = Command::new("/proc/self/exe");
+    // This very binary, by its name where it still has one (so that `ps` says `cachectl`).
+    let exe = std::env::current_exe()
+        .ok()
+        .filter(|p| p.is_file())
+        .unwrap_or_else(|| PathBuf::from("/proc/self/exe"));
+    let mut cmd = Command::new(exe);
     cmd.arg0("cachectl")
         .args(crate::trace::tracer_args(write_fd, argv))
         .current_dir(cwd)

@@ -68,17 +68,34 @@ pub fn advise(
         untraceable: observed.untraceable.iter().cloned().collect(),
         ..Advice::default()
     };
+    if observed.outlived {
+        advice.untraceable.push(
+            "a process of the command outlived it: what it did afterwards is not seen".into(),
+        );
+    }
     // Directories the run created: one `-o DIR` stands for what is in them.
     let mut created_dirs: Vec<PathBuf> = Vec::new();
     for (path, a) in &observed.paths {
-        let path = resolve_lexically(path);
+        let path = path.clone();
         if skip.iter().any(|s| path.starts_with(s)) || (!verbose && is_system(&path)) {
             continue;
         }
         let under_cwd = path.starts_with(cwd) && path != cwd;
+        // What the run read before changing it (`sed -i`, an append) is an input too.
+        if (a.read || a.executed) && a.changed() && !inputs.contains(&path) && under_cwd {
+            if std::fs::symlink_metadata(&path).is_err() {
+                advice.inputs.push(format!(
+                    "-i {} (read, then removed by the command)",
+                    shown(&path)
+                ));
+            } else if let Some(line) = input_line(&path, a, &inputs, &shown) {
+                advice.inputs.push(line);
+            }
+        }
         if a.changed() {
             let meta = std::fs::symlink_metadata(&path).ok();
-            if a.removed && meta.is_none() {
+            if meta.is_none() {
+                // Gone at the end: a temporary (or a file the run consumed, named above).
                 continue;
             }
             if !under_cwd {

@@ -72,12 +72,12 @@ pub fn program(traced: &[i64]) -> Vec<libc::sock_filter> {
     p
 }
 
-/// Set `no_new_privs` and install the filter on the calling thread (and so on what it executes).
-pub fn install(traced: &[i64]) -> io::Result<()> {
-    let mut filter = program(traced);
+/// Set `no_new_privs` and install `filter` (from [`program`]) on the calling thread, and so on
+/// what it executes. Allocates nothing: it runs between fork and exec.
+pub fn install(filter: &[libc::sock_filter]) -> io::Result<()> {
     let prog = libc::sock_fprog {
         len: filter.len() as u16,
-        filter: filter.as_mut_ptr(),
+        filter: filter.as_ptr().cast_mut(),
     };
     // SAFETY: prctl with integer arguments; seccomp reads `prog`, which outlives the call and
     // points to `filter.len()` instructions.

@@ -20,6 +20,7 @@ mod syscalls;
 mod tracer;
 
 pub use observe::{Access, Observed, Report};
+use std::os::fd::FromRawFd;
 
 /// The hidden first argument that makes `cachectl` the tracer process.
 pub const TRACER_ARG: &str = "__trace";
@@ -43,11 +44,17 @@ pub fn tracer_main(args: &[std::ffi::OsString]) -> i32 {
         }
         _ => None,
     };
-    let Some((fd, command)) = parsed else {
+    // The report descriptor must be open: taking ownership of a closed number would let the
+    // next pipe reuse it under two owners.
+    // SAFETY: F_GETFD only queries the descriptor table.
+    let open = |fd: i32| fd > 2 && unsafe { libc::fcntl(fd, libc::F_GETFD) } >= 0;
+    let Some((fd, command)) = parsed.filter(|(fd, _)| open(*fd)) else {
         eprintln!("cachectl: {TRACER_ARG} is internal: cachectl run starts it");
         return 2;
     };
-    tracer::run(command, fd)
+    // SAFETY: an open descriptor, given to this process to own (and to no one else in it).
+    let report = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+    tracer::run(command, report)
 }
 
 /// The arguments (after the program) that start the tracer on `command`, reporting to `fd`.

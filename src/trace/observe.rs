@@ -66,11 +66,13 @@ pub struct Observed {
     pub outlived: bool,
 }
 
-/// Paths that are never inputs or outputs: the kernel's views and devices.
+/// Paths that are never inputs or outputs: the kernel's views and devices (but /dev/shm holds
+/// files).
 fn ignored(path: &Path) -> bool {
     ["/proc", "/sys", "/dev"]
         .iter()
         .any(|prefix| path.starts_with(prefix))
+        && !path.starts_with("/dev/shm")
 }
 
 impl Observed {
@@ -88,11 +90,11 @@ impl Observed {
             Op::Probe if before_change => a.probed = true,
             Op::List if before_change => a.listed = true,
             Op::Read | Op::Exec | Op::Probe | Op::List => {}
-            Op::Write | Op::Remove => {
+            Op::Write | Op::Remove | Op::Create => {
                 if before_change && a.read {
                     a.digest_before_change = digest(&path);
                 }
-                if op == Op::Write {
+                if op != Op::Remove {
                     a.written = true;
                 } else {
                     a.removed = true;

@@ -16,8 +16,11 @@ pub enum Op {
     Exec,
     /// Looked at without reading: stat, access, readlink, opening a directory or with `O_PATH`.
     Probe,
-    /// Opened for writing, created, truncated, or the target of a rename or a link.
+    /// Opened for writing, truncated, the target of a rename, or its metadata changed.
     Write,
+    /// Created where nothing may be (mkdir, mknod, symlink, link, `O_CREAT|O_EXCL`): a write if
+    /// the path is free at the call, else only a look (the call fails, or `mkdir -p` goes on).
+    Create,
     /// Removed (unlink, rmdir) or renamed away.
     Remove,
     /// A directory whose entries were read (getdents on a descriptor).
@@ -88,16 +91,27 @@ table! {
     libc::SYS_faccessat2 => Fixed(&[e(at(0, 1), Probe)]),
     libc::SYS_readlinkat => Fixed(&[e(at(0, 1), Probe)]),
     libc::SYS_getdents64 => Fixed(&[e(Arg::Fd(0), List)]),
-    libc::SYS_renameat => Fixed(&[e(at(0, 1), Remove), e(at(2, 3), Write)]),
-    libc::SYS_renameat2 => Fixed(&[e(at(0, 1), Remove), e(at(2, 3), Write)]),
+    // A rename moves content: the source's is read (and is gone after), the target written.
+    libc::SYS_renameat => Fixed(&[e(at(0, 1), Read), e(at(0, 1), Remove), e(at(2, 3), Write)]),
+    libc::SYS_renameat2 => Fixed(&[e(at(0, 1), Read), e(at(0, 1), Remove), e(at(2, 3), Write)]),
     libc::SYS_unlinkat => Fixed(&[e(at(0, 1), Remove)]),
-    libc::SYS_mkdirat => Fixed(&[e(at(0, 1), Write)]),
-    libc::SYS_linkat => Fixed(&[e(at(0, 1), Read), e(at(2, 3), Write)]),
-    libc::SYS_symlinkat => Fixed(&[e(at(1, 2), Write)]),
+    libc::SYS_mkdirat => Fixed(&[e(at(0, 1), Create)]),
+    libc::SYS_linkat => Fixed(&[e(at(0, 1), Read), e(at(2, 3), Create)]),
+    libc::SYS_symlinkat => Fixed(&[e(at(1, 2), Create)]),
     libc::SYS_truncate => Fixed(&[e(Arg::Path(0), Write)]),
-    libc::SYS_mknodat => Fixed(&[e(at(0, 1), Write)]),
+    libc::SYS_mknodat => Fixed(&[e(at(0, 1), Create)]),
+    libc::SYS_fchmodat => Fixed(&[e(at(0, 1), Write)]),
+    libc::SYS_fchownat => Fixed(&[e(at(0, 1), Write)]),
+    libc::SYS_utimensat => Fixed(&[e(at(0, 1), Write)]),
+    libc::SYS_setxattr => Fixed(&[e(Arg::Path(0), Write)]),
+    libc::SYS_lsetxattr => Fixed(&[e(Arg::Path(0), Write)]),
+    libc::SYS_removexattr => Fixed(&[e(Arg::Path(0), Write)]),
+    libc::SYS_lremovexattr => Fixed(&[e(Arg::Path(0), Write)]),
     libc::SYS_io_uring_setup => Untraceable("io_uring"),
     libc::SYS_open_by_handle_at => Untraceable("open_by_handle_at"),
+    // A process of the command tracing another (a debugger, a sanitizer's leak check) cannot
+    // while the tracer holds it: the call fails, unlike without tracing.
+    libc::SYS_ptrace => Untraceable("ptrace (a debugger or sanitizer in the command)"),
 }
 
 /// The legacy path calls x86_64 still has (aarch64 has only the `*at` forms above).
@@ -124,17 +138,24 @@ pub const LEGACY: &[(i64, Decode)] = &[
     (libc::SYS_getdents, Fixed(&[e(Arg::Fd(0), List)])),
     (
         libc::SYS_rename,
-        Fixed(&[e(Arg::Path(0), Remove), e(Arg::Path(1), Write)]),
+        Fixed(&[
+            e(Arg::Path(0), Read),
+            e(Arg::Path(0), Remove),
+            e(Arg::Path(1), Write),
+        ]),
     ),
     (libc::SYS_unlink, Fixed(&[e(Arg::Path(0), Remove)])),
     (libc::SYS_rmdir, Fixed(&[e(Arg::Path(0), Remove)])),
-    (libc::SYS_mkdir, Fixed(&[e(Arg::Path(0), Write)])),
+    (libc::SYS_mkdir, Fixed(&[e(Arg::Path(0), Create)])),
     (
         libc::SYS_link,
-        Fixed(&[e(Arg::Path(0), Read), e(Arg::Path(1), Write)]),
+        Fixed(&[e(Arg::Path(0), Read), e(Arg::Path(1), Create)]),
     ),
-    (libc::SYS_symlink, Fixed(&[e(Arg::Path(1), Write)])),
-    (libc::SYS_mknod, Fixed(&[e(Arg::Path(0), Write)])),
+    (libc::SYS_symlink, Fixed(&[e(Arg::Path(1), Create)])),
+    (libc::SYS_mknod, Fixed(&[e(Arg::Path(0), Create)])),
+    (libc::SYS_chmod, Fixed(&[e(Arg::Path(0), Write)])),
+    (libc::SYS_chown, Fixed(&[e(Arg::Path(0), Write)])),
+    (libc::SYS_lchown, Fixed(&[e(Arg::Path(0), Write)])),
     (libc::SYS_uselib, Fixed(&[e(Arg::Path(0), Read)])),
 ];
 #[cfg(target_arch = "aarch64")]
@@ -154,19 +175,25 @@ pub fn traced() -> Vec<i64> {
     TABLE.iter().chain(LEGACY).map(|(n, _)| *n).collect()
 }
 
-/// What opening with `flags` does: `O_PATH` or a directory only probes; writing flags write
-/// (and `O_RDWR` without `O_TRUNC` reads first); otherwise it reads.
+/// What opening with `flags` does: `O_PATH` or a directory only probes; `O_CREAT|O_EXCL`
+/// creates; `O_TRUNC` writes from nothing; any other write keeps what is there (appending,
+/// overwriting in place), so the old content is read first; otherwise it reads.
 pub fn open_ops(flags: u64) -> &'static [Op] {
     let flags = flags as i32;
     if flags & libc::O_PATH != 0 || flags & libc::O_DIRECTORY != 0 {
         return &[Probe];
     }
-    let writes = flags & (libc::O_CREAT | libc::O_TRUNC) != 0;
-    match flags & libc::O_ACCMODE {
-        libc::O_RDONLY if !writes => &[Read],
-        libc::O_RDWR if flags & libc::O_TRUNC == 0 => &[Read, Write],
-        _ => &[Write],
+    if flags & libc::O_CREAT != 0 && flags & libc::O_EXCL != 0 {
+        return &[Create];
     }
+    let writing = flags & libc::O_ACCMODE != libc::O_RDONLY;
+    if flags & libc::O_TRUNC != 0 && (writing || flags & libc::O_CREAT != 0) {
+        return &[Write];
+    }
+    if writing || flags & libc::O_CREAT != 0 {
+        return &[Read, Write];
+    }
+    &[Read]
 }
 
 #[cfg(test)]
@@ -186,7 +213,22 @@ mod tests {
     fn open_flags() {
         assert_eq!(open_ops(libc::O_RDONLY as u64), [Read]);
         assert_eq!(open_ops((libc::O_RDONLY | libc::O_CLOEXEC) as u64), [Read]);
-        assert_eq!(open_ops((libc::O_WRONLY | libc::O_CREAT) as u64), [Write]);
+        assert_eq!(
+            open_ops((libc::O_WRONLY | libc::O_CREAT) as u64),
+            [Read, Write]
+        );
+        assert_eq!(
+            open_ops((libc::O_WRONLY | libc::O_CREAT | libc::O_APPEND) as u64),
+            [Read, Write]
+        );
+        assert_eq!(
+            open_ops((libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC) as u64),
+            [Write]
+        );
+        assert_eq!(
+            open_ops((libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL) as u64),
+            [Create]
+        );
         assert_eq!(open_ops(libc::O_RDWR as u64), [Read, Write]);
         assert_eq!(open_ops((libc::O_RDWR | libc::O_TRUNC) as u64), [Write]);
         assert_eq!(

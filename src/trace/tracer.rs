@@ -18,10 +18,9 @@ use super::filter;
 use super::observe::{Observed, Report};
 use super::regs;
 use super::syscalls::{self, Arg, Decode, Op};
-use std::collections::HashSet;
-use std::ffi::{CString, OsString};
+use std::ffi::{CString, OsStr, OsString};
 use std::io::{self, Read, Write};
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -55,55 +54,141 @@ fn errno() -> i32 {
         .unwrap_or(libc::EIO)
 }
 
-/// The command's side of the fork: wait for the tracer, install the filter, execute. Only
-/// async-signal-safe calls (the tracer process is single-threaded, but be strict anyway), and
-/// everything it needs prepared before the fork.
-fn child(sync: RawFd, err: RawFd, argv: &[*const libc::c_char], traced: &[i64]) -> ! {
-    let mut go = [0u8; 1];
-    // SAFETY: plain reads and writes on descriptors this process holds; `argv` is a
-    // NULL-terminated array of NUL-terminated strings that outlive the call.
+/// Everything the command's side of the fork needs, made before the fork: after it only
+/// async-signal-safe calls run, nothing allocates.
+struct Launch {
+    /// The candidates for the program, in order: the path itself if it has a `/`, else each
+    /// `PATH` directory joined with it (as std's `Command` searches, without glibc's `sh`
+    /// fallback for a file that is not executable code).
+    candidates: Vec<CString>,
+    /// The arguments, and pointers to them ending in NULL (the heap buffers of the strings
+    /// do not move with the vector).
+    _argv: Vec<CString>,
+    argv_ptrs: Vec<*const libc::c_char>,
+    filter: Vec<libc::sock_filter>,
+}
+
+impl Launch {
+    fn new(argv: &[OsString]) -> Option<Launch> {
+        let args: Vec<CString> = argv
+            .iter()
+            .map(|a| CString::new(a.as_bytes()))
+            .collect::<Result<_, _>>()
+            .ok()?;
+        let program = argv.first()?.as_bytes();
+        let candidates = if program.contains(&b'/') {
+            vec![args[0].clone()]
+        } else {
+            let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into());
+            std::env::split_paths(&path)
+                .filter_map(|dir| {
+                    let dir = if dir.as_os_str().is_empty() {
+                        PathBuf::from(".")
+                    } else {
+                        dir
+                    };
+                    CString::new(dir.join(OsStr::from_bytes(program)).as_os_str().as_bytes()).ok()
+                })
+                .collect()
+        };
+        let mut argv_ptrs: Vec<*const libc::c_char> = args.iter().map(|a| a.as_ptr()).collect();
+        argv_ptrs.push(std::ptr::null());
+        Some(Launch {
+            candidates,
+            _argv: args,
+            argv_ptrs,
+            filter: filter::program(&syscalls::traced()),
+        })
+    }
+}
+
+/// The command's side of the fork: wait for the tracer, restore what a new program expects,
+/// install the filter, execute.
+fn child(sync: RawFd, err: RawFd, launch: &Launch, envp: *const *const libc::c_char) -> ! {
+    // SAFETY: only async-signal-safe calls on descriptors and memory this process holds; every
+    // pointer is to data made before the fork, which outlives the calls.
     unsafe {
+        // The default dispositions and an empty mask, as std's `Command` gives a child (the
+        // tracer ignores SIGPIPE like every Rust program, and job-control stops; it forwards
+        // SIGINT and the like).
+        for sig in [
+            libc::SIGPIPE,
+            libc::SIGINT,
+            libc::SIGTERM,
+            libc::SIGHUP,
+            libc::SIGQUIT,
+            libc::SIGTSTP,
+            libc::SIGTTIN,
+            libc::SIGTTOU,
+        ] {
+            libc::signal(sig, libc::SIG_DFL);
+        }
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+        let mut go = [0u8; 1];
         while libc::read(sync, go.as_mut_ptr().cast(), 1) < 0 && errno() == libc::EINTR {}
         libc::close(sync);
-        if go[0] == GO_TRACED && filter::install(traced).is_err() {
-            let msg = [FILTER_FAILED, 0, 0, 0, 0];
-            let mut msg = msg;
+        if go[0] == GO_TRACED && filter::install(&launch.filter).is_err() {
+            let mut msg = [FILTER_FAILED, 0, 0, 0, 0];
             msg[1..].copy_from_slice(&errno().to_ne_bytes());
             libc::write(err, msg.as_ptr().cast(), msg.len());
         }
-        libc::execvp(argv[0], argv.as_ptr());
-        let e = errno();
+        // Try each candidate as std does: go on past ENOENT, ENOTDIR and EACCES; report EACCES
+        // if one was seen, else the last error.
+        let mut error = libc::ENOENT;
+        let mut denied = false;
+        for c in &launch.candidates {
+            libc::execve(c.as_ptr(), launch.argv_ptrs.as_ptr(), envp);
+            error = errno();
+            match error {
+                libc::EACCES => denied = true,
+                libc::ENOENT | libc::ENOTDIR => {}
+                _ => break,
+            }
+        }
+        if denied && matches!(error, libc::ENOENT | libc::ENOTDIR) {
+            error = libc::EACCES;
+        }
         let mut msg = [EXEC_FAILED, 0, 0, 0, 0];
-        msg[1..].copy_from_slice(&e.to_ne_bytes());
+        msg[1..].copy_from_slice(&error.to_ne_bytes());
         libc::write(err, msg.as_ptr().cast(), msg.len());
-        libc::_exit(if e == libc::ENOENT { 127 } else { 126 });
+        libc::_exit(if error == libc::ENOENT { 127 } else { 126 });
     }
+}
+
+/// A null `addr` or `data` argument of `ptrace`, pointer-sized as the variadic call reads it.
+fn none() -> *mut libc::c_void {
+    std::ptr::null_mut()
 }
 
 /// Run `argv` traced and write the [`Report`] (JSON) to `report` when its process has ended;
 /// then serve the processes it left until they end. Returns the tracer's exit code.
-pub fn run(argv: &[OsString], report: RawFd) -> i32 {
+pub fn run(argv: &[OsString], report: OwnedFd) -> i32 {
     crate::signals::install_forwarding();
-    // The command must not inherit the report pipe: `cachectl run` reads it to its end.
-    // SAFETY: fcntl on a descriptor this process was given.
+    // Job control stops the command's processes, not the tracer: a tracer stopped with them
+    // could not deliver the SIGCONT handling they need (a command with a SIGTSTP handler would
+    // hang). The child restores the defaults.
+    // SAFETY: signal() with SIG_IGN; fcntl on the report descriptor this process owns.
     unsafe {
-        libc::fcntl(report, libc::F_SETFD, libc::FD_CLOEXEC);
+        for sig in [libc::SIGTSTP, libc::SIGTTIN, libc::SIGTTOU] {
+            libc::signal(sig, libc::SIG_IGN);
+        }
+        // The command must not inherit the report pipe: `cachectl run` reads it to its end.
+        libc::fcntl(report.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC);
     }
-    let traced = syscalls::traced();
-    let args: Vec<CString> = match argv
-        .iter()
-        .map(|a| CString::new(a.as_bytes()))
-        .collect::<Result<_, _>>()
-    {
-        Ok(a) => a,
-        Err(_) => return fail(report, libc::EINVAL),
+    let Some(launch) = Launch::new(argv) else {
+        return fail(report, libc::EINVAL);
     };
-    let mut ptrs: Vec<*const libc::c_char> = args.iter().map(|a| a.as_ptr()).collect();
-    ptrs.push(std::ptr::null());
     let (Ok((sync_r, sync_w)), Ok((err_r, err_w))) = (pipe(), pipe()) else {
         return fail(report, errno());
     };
-    use std::os::fd::AsRawFd;
+    unsafe extern "C" {
+        static environ: *const *const libc::c_char;
+    }
+    // SAFETY: reading the process's environment pointer, which nothing changes meanwhile (the
+    // tracer is single-threaded).
+    let envp = unsafe { environ };
     // SAFETY: the tracer is single-threaded (a fresh process running only this); the child
     // runs `child`, which never returns.
     let pid = unsafe { libc::fork() };
@@ -111,13 +196,20 @@ pub fn run(argv: &[OsString], report: RawFd) -> i32 {
         return fail(report, errno());
     }
     if pid == 0 {
-        child(sync_r.as_raw_fd(), err_w.as_raw_fd(), &ptrs, &traced);
+        child(sync_r.as_raw_fd(), err_w.as_raw_fd(), &launch, envp);
     }
     drop(sync_r);
     drop(err_w);
     let mut observed = Observed::default();
-    // SAFETY: PTRACE_SEIZE on our own child, with an options word.
-    let seized = unsafe { libc::ptrace(libc::PTRACE_SEIZE, pid, 0, OPTIONS as libc::c_long) } == 0;
+    // SAFETY: PTRACE_SEIZE on our own child, with the options in `data`.
+    let seized = unsafe {
+        libc::ptrace(
+            libc::PTRACE_SEIZE,
+            pid,
+            none(),
+            OPTIONS as usize as *mut libc::c_void,
+        )
+    } == 0;
     if !seized {
         observed
             .untraceable
@@ -130,9 +222,8 @@ pub fn run(argv: &[OsString], report: RawFd) -> i32 {
     // the output when the command's processes are done with it.
     detach_stdio();
 
-    let mut tracees: HashSet<i32> = HashSet::from([pid]);
     let mut status_of_command = None;
-    let mut report_fd = Some(report);
+    let mut report = Some(report);
     loop {
         let mut status = 0;
         // SAFETY: waitpid with a valid status pointer.
@@ -140,30 +231,28 @@ pub fn run(argv: &[OsString], report: RawFd) -> i32 {
         if tid < 0 {
             match errno() {
                 libc::EINTR => continue,
+                // No tracee left (new processes are tracees from their fork on, so one that
+                // has not reported yet still counts).
                 _ => break,
             }
         }
         if libc::WIFEXITED(status) || libc::WIFSIGNALED(status) {
-            tracees.remove(&tid);
             if tid == pid {
                 status_of_command = Some(status);
-                observed.outlived = !tracees.is_empty();
-                if let Some(fd) = report_fd.take() {
+                crate::signals::forget_child();
+                if let Some(fd) = report.take() {
+                    observed.outlived = any_tracee_left();
                     send(fd, status, &err_r, std::mem::take(&mut observed));
                 }
-            }
-            if tracees.is_empty() && status_of_command.is_some() {
-                break;
             }
             continue;
         }
         if !libc::WIFSTOPPED(status) {
             continue;
         }
-        tracees.insert(tid);
         let sig = libc::WSTOPSIG(status);
         let event = (status >> 16) & 0xffff;
-        let recording = report_fd.is_some();
+        let recording = report.is_some();
         // SAFETY (all ptrace calls below): requests on a tracee that is in a ptrace-stop, as
         // waitpid just reported; a tracee that died since makes them fail with ESRCH, ignored.
         unsafe {
@@ -172,7 +261,7 @@ pub fn run(argv: &[OsString], report: RawFd) -> i32 {
                     if recording {
                         on_syscall(tid, &mut observed);
                     }
-                    libc::ptrace(libc::PTRACE_CONT, tid, 0, 0);
+                    libc::ptrace(libc::PTRACE_CONT, tid, none(), none());
                 }
                 libc::PTRACE_EVENT_STOP => {
                     if matches!(
@@ -180,28 +269,49 @@ pub fn run(argv: &[OsString], report: RawFd) -> i32 {
                         libc::SIGSTOP | libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU
                     ) {
                         // A group-stop: stay stopped (job control) until SIGCONT.
-                        libc::ptrace(libc::PTRACE_LISTEN, tid, 0, 0);
+                        libc::ptrace(libc::PTRACE_LISTEN, tid, none(), none());
                     } else {
-                        libc::ptrace(libc::PTRACE_CONT, tid, 0, 0);
+                        libc::ptrace(libc::PTRACE_CONT, tid, none(), none());
                     }
                 }
                 0 => {
                     // A signal on its way to the tracee: deliver it.
-                    libc::ptrace(libc::PTRACE_CONT, tid, 0, sig as libc::c_long);
+                    libc::ptrace(
+                        libc::PTRACE_CONT,
+                        tid,
+                        none(),
+                        sig as usize as *mut libc::c_void,
+                    );
                 }
                 _ => {
-                    // fork, vfork, clone, exec: the new process or thread reports itself.
-                    libc::ptrace(libc::PTRACE_CONT, tid, 0, 0);
+                    // fork, vfork, clone, exec: the new process or thread is a tracee already
+                    // and reports itself.
+                    libc::ptrace(libc::PTRACE_CONT, tid, none(), none());
                 }
             }
         }
     }
-    if let Some(fd) = report_fd.take() {
+    if let Some(fd) = report.take() {
         // Every tracee gone without the command's own exit seen: cannot happen, but never
         // leave `cachectl run` without an answer.
         send(fd, status_of_command.unwrap_or(1 << 8), &err_r, observed);
     }
     0
+}
+
+/// Whether a tracee is left (a process the command started that has not ended).
+fn any_tracee_left() -> bool {
+    // SAFETY: waitid with WNOHANG | WNOWAIT only asks whether any child or tracee exists
+    // (ECHILD if none) and leaves any state it sees for the loop to collect.
+    let r = unsafe {
+        libc::waitid(
+            libc::P_ALL,
+            0,
+            std::ptr::null_mut(),
+            libc::WEXITED | libc::WSTOPPED | libc::WNOHANG | libc::WNOWAIT | libc::__WALL,
+        )
+    };
+    r == 0
 }
 
 /// Replace the tracer's stdin, stdout and stderr with /dev/null.
@@ -221,7 +331,7 @@ fn detach_stdio() {
 }
 
 /// Write the report for the command's exit `status` and close the pipe.
-fn send(fd: RawFd, status: i32, err_r: &OwnedFd, mut observed: Observed) {
+fn send(fd: OwnedFd, status: i32, err_r: &OwnedFd, mut observed: Observed) {
     let mut exec_errno = None;
     let mut bytes = Vec::new();
     use std::os::fd::AsRawFd;
@@ -249,17 +359,15 @@ fn send(fd: RawFd, status: i32, err_r: &OwnedFd, mut observed: Observed) {
         exec_errno,
         observed,
     };
-    // SAFETY: `fd` is the report pipe, ours to write and close.
-    let mut f = unsafe { std::fs::File::from_raw_fd(fd) };
+    let mut f = std::fs::File::from(fd);
     if let Ok(json) = serde_json::to_vec(&report) {
         let _ = f.write_all(&json);
     }
 }
 
 /// Report a tracer that could not start the command at all.
-fn fail(report: RawFd, errno: i32) -> i32 {
-    // SAFETY: `report` is the report pipe, ours to write and close.
-    let mut f = unsafe { std::fs::File::from_raw_fd(report) };
+fn fail(report: OwnedFd, errno: i32) -> i32 {
+    let mut f = std::fs::File::from(report);
     let r = Report {
         status: 127 << 8,
         exec_errno: Some(errno),
@@ -329,10 +437,12 @@ fn on_syscall(tid: i32, observed: &mut Observed) {
 
 /// Record `op` on the path argument `arg` of a call of `tid`.
 fn record(tid: i32, args: &[u64; 6], arg: Arg, op: Op, observed: &mut Observed) {
+    // A path that cannot be read (NULL, a bad pointer, longer than PATH_MAX) makes the call
+    // fail (EFAULT, ENAMETOOLONG): it names nothing.
     let path = match arg {
         Arg::Path(i) => match regs::read_path(tid, args[i]) {
             Some(p) => resolve(tid, libc::AT_FDCWD, p),
-            None => None,
+            None => return,
         },
         Arg::At { dirfd, path } => match regs::read_path(tid, args[path]) {
             // AT_EMPTY_PATH: the call is about the descriptor itself. fexecve executes it;
@@ -342,31 +452,115 @@ fn record(tid: i32, args: &[u64; 6], arg: Arg, op: Op, observed: &mut Observed) 
             }
             Some(p) if p.as_os_str().is_empty() => return,
             Some(p) => resolve(tid, args[dirfd] as i32, p),
-            None => None,
+            None => return,
         },
         Arg::Fd(i) => fd_path(tid, args[i] as i32),
     };
-    match path {
-        Some(path) => observed.record(path, op, digest),
-        None => {
-            observed
-                .untraceable
-                .insert("a path relative to a descriptor that names no path".into());
+    let Some(path) = path else {
+        observed
+            .untraceable
+            .insert("a path relative to a descriptor that names no file".into());
+        return;
+    };
+    let op = match op {
+        // Where something already is, creating only looks (the call fails, or `mkdir -p` goes on).
+        Op::Create if std::fs::symlink_metadata(&path).is_ok() => Op::Probe,
+        Op::Create => Op::Write,
+        other => other,
+    };
+    if op == Op::Exec {
+        // The kernel reads the interpreter a `#!` line or an ELF file names without a call
+        // of the process's own.
+        if let Some(interpreter) = interpreter_of(&path) {
+            observed.record(interpreter, Op::Read, digest);
         }
     }
+    observed.record(path, op, digest);
 }
 
-/// `path` as `tid` named it, made absolute against its working directory or `dirfd`.
-fn resolve(tid: i32, dirfd: i32, path: PathBuf) -> Option<PathBuf> {
-    if path.is_absolute() {
-        return Some(path);
+/// The interpreter of an executable: the program of its `#!` line, or the dynamic loader of
+/// an ELF file (`PT_INTERP`).
+fn interpreter_of(path: &Path) -> Option<PathBuf> {
+    let mut head = [0u8; 4096];
+    let n = std::fs::File::open(path).ok()?.read(&mut head).ok()?;
+    let head = &head[..n];
+    if let Some(line) = head.strip_prefix(b"#!") {
+        let line = line.split(|&b| b == b'\n').next()?;
+        let text = std::str::from_utf8(line).ok()?.trim_start();
+        let program = text.split([' ', '\t']).next()?;
+        return (!program.is_empty()).then(|| PathBuf::from(program));
     }
-    let base = if dirfd == libc::AT_FDCWD {
-        std::fs::read_link(format!("/proc/{tid}/cwd")).ok()?
+    elf_interpreter(head, path)
+}
+
+/// `PT_INTERP` of a 64- or 32-bit little-endian ELF file whose first bytes are `head`.
+fn elf_interpreter(head: &[u8], path: &Path) -> Option<PathBuf> {
+    if head.len() < 52 || &head[..4] != b"\x7fELF" || head[5] != 1 {
+        return None;
+    }
+    let wide = head[4] == 2;
+    let u16_at = |o: usize| Some(u16::from_le_bytes(head.get(o..o + 2)?.try_into().ok()?));
+    let u32_at = |o: usize| Some(u32::from_le_bytes(head.get(o..o + 4)?.try_into().ok()?));
+    let u64_at = |o: usize| Some(u64::from_le_bytes(head.get(o..o + 8)?.try_into().ok()?));
+    let (phoff, phentsize, phnum) = if wide {
+        (u64_at(0x20)?, u16_at(0x36)?, u16_at(0x38)?)
     } else {
-        fd_path(tid, dirfd)?
+        (u64::from(u32_at(0x1c)?), u16_at(0x2a)?, u16_at(0x2c)?)
     };
-    Some(base.join(path))
+    for i in 0..u64::from(phnum) {
+        let at = (phoff + i * u64::from(phentsize)) as usize;
+        if u32_at(at)? != 3 {
+            continue; // not PT_INTERP
+        }
+        let (offset, size) = if wide {
+            (u64_at(at + 8)?, u64_at(at + 32)?)
+        } else {
+            (u64::from(u32_at(at + 4)?), u64::from(u32_at(at + 16)?))
+        };
+        let mut buf = vec![0u8; size.min(4096) as usize];
+        use std::os::unix::fs::FileExt;
+        std::fs::File::open(path)
+            .ok()?
+            .read_exact_at(&mut buf, offset)
+            .ok()?;
+        let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+        return Some(PathBuf::from(OsStr::from_bytes(&buf[..end])));
+    }
+    None
+}
+
+/// `path` as `tid` named it, absolute and physical: made absolute against its working
+/// directory or `dirfd`, `/proc/self` read as `tid`'s own, and its directory resolved through
+/// symlinks (the last component is kept: a symlink itself may be what the call is about).
+fn resolve(tid: i32, dirfd: i32, path: PathBuf) -> Option<PathBuf> {
+    let absolute = if path.is_absolute() {
+        path
+    } else {
+        let base = if dirfd == libc::AT_FDCWD {
+            std::fs::read_link(format!("/proc/{tid}/cwd")).ok()?
+        } else {
+            fd_path(tid, dirfd)?
+        };
+        base.join(path)
+    };
+    let own = PathBuf::from(format!("/proc/{tid}"));
+    let absolute = ["/proc/self", "/proc/thread-self"]
+        .iter()
+        .find_map(|p| absolute.strip_prefix(p).ok().map(|rest| own.join(rest)))
+        .unwrap_or(absolute);
+    Some(physical(&absolute))
+}
+
+/// `path` with its directory resolved (canonicalized) when that exists; a last component of
+/// `..` or `.` resolves the whole path.
+fn physical(path: &Path) -> PathBuf {
+    match (path.parent(), path.file_name()) {
+        (Some(parent), Some(name)) => match std::fs::canonicalize(parent) {
+            Ok(dir) => dir.join(name),
+            Err(_) => path.to_path_buf(),
+        },
+        _ => std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf()),
+    }
 }
 
 /// The path descriptor `fd` of `tid` names, if it names one (not a pipe or socket).

@@ -367,3 +367,88 @@ fn a_signal_sent_to_cachectl_reaches_the_traced_command() {
     assert_eq!(status.code(), Some(5));
     assert_eq!(fs::read_to_string(&marker).unwrap(), "int\n");
 }
+
+/// What the command read before changing it is an input too (`sed -i`, an append, a file it
+/// consumed, the source of a move); creating what already exists only looks; `/proc/self/cwd`
+/// is the command's own directory.
+#[test]
+fn check_keeps_what_was_read_before_a_change() {
+    let t = TestContext::new();
+    t.write("conf", "a\n");
+    t.write("queue", "q\n");
+    t.write("src.txt", "s\n");
+    t.write("log", "x\n");
+    t.write("via-proc", "p\n");
+    t.write("data/keep", "");
+    t.counted(
+        "edit",
+        "sed -i s/a/b/ conf; cat queue > /dev/null; rm queue; mv src.txt moved.txt; \
+         echo more >> log; mkdir -p data; ls data > /dev/null; cat /proc/self/cwd/via-proc > /dev/null",
+    );
+    let a = t
+        .miss(t.run(&["--trace", "check", "--", "./edit"]))
+        .success();
+    assert_eq!(
+        check_lines(&a),
+        [
+            "undeclared input: -i conf",
+            "undeclared input: -i 'data/*'",
+            "undeclared input: -i log",
+            "undeclared input: -i queue (read, then removed by the command)",
+            "undeclared input: -i src.txt (read, then removed by the command)",
+            "undeclared input: -i via-proc",
+            "undeclared output: -o conf",
+            "undeclared output: -o log",
+            "undeclared output: -o moved.txt",
+        ],
+        "{}",
+        stderr_of(&a)
+    );
+}
+
+/// The command starts as std starts a program: default signal dispositions (SIGPIPE too), no
+/// `sh` fallback for a file that is not executable code, and every process it leaves behind
+/// keeps running.
+#[test]
+fn the_command_starts_as_without_tracing() {
+    let t = TestContext::new();
+    t.counted("pipe", "yes | head -n 1; grep '^SigIgn' /proc/self/status");
+    let traced = t
+        .run(&["--trace", "check", "--", "./pipe"])
+        .assert()
+        .success();
+    let plain = t
+        .run(&["--trace", "off", "--force", "--", "./pipe"])
+        .assert()
+        .success();
+    assert_eq!(stdout_of(&traced), stdout_of(&plain));
+    assert!(
+        !stderr_of(&traced).contains("Broken pipe"),
+        "{}",
+        stderr_of(&traced)
+    );
+    t.write("noshebang", "echo hi\n");
+    crate::util::set_mode(&t.work.join("noshebang"), 0o755);
+    for mode in ["check", "off"] {
+        t.run(&["--trace", mode, "--", "./noshebang"])
+            .assert()
+            .code(126);
+    }
+    // Ten commands that leave a process behind and exit at once.
+    for i in 0..10 {
+        let marker = t.root.join(format!("left-{i}"));
+        t.run(&[
+            "--trace",
+            "check",
+            "--",
+            "sh",
+            "-c",
+            &format!("(sleep 0.3; echo x > '{}') & exit 0", marker.display()),
+        ])
+        .assert()
+        .success();
+    }
+    wait_until(Duration::from_secs(10), "every leftover process", || {
+        (0..10).all(|i| t.root.join(format!("left-{i}")).exists())
+    });
+}
