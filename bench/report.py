@@ -480,6 +480,11 @@ if os.path.exists(gp):
       "team whose gate is the hit rate (`stats --fail-under`) rather than build time can set "
       "`gc_policy = \"lru\"`.\n")
 
+tp = os.path.join(RES, "trace.md")
+if os.path.exists(tp):
+    w("## Tracing overhead (`--trace check`)\n")
+    w(open(tp).read().strip() + "\n")
+
 w("## Analysis: what blocks the unmet targets\n")
 ap = os.path.join(BENCH, "analysis.md")
 if os.path.exists(ap):
