@@ -59,6 +59,8 @@ pub enum Decode {
     /// A call through which files are read without a traced call (io_uring): the run cannot
     /// be traced completely. The text names it.
     Untraceable(&'static str),
+    /// chdir/fchdir: the thread's working directory (and its siblings') may change.
+    Chdir,
 }
 
 const fn at(dirfd: usize, path: usize) -> Arg {
@@ -107,6 +109,8 @@ table! {
     libc::SYS_lsetxattr => Fixed(&[e(Arg::Path(0), Write)]),
     libc::SYS_removexattr => Fixed(&[e(Arg::Path(0), Write)]),
     libc::SYS_lremovexattr => Fixed(&[e(Arg::Path(0), Write)]),
+    libc::SYS_chdir => Chdir,
+    libc::SYS_fchdir => Chdir,
     libc::SYS_io_uring_setup => Untraceable("io_uring"),
     libc::SYS_open_by_handle_at => Untraceable("open_by_handle_at"),
     // A process of the command tracing another (a debugger, a sanitizer's leak check) cannot

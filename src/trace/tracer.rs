@@ -18,6 +18,7 @@ use super::filter;
 use super::observe::{Observed, Report};
 use super::regs;
 use super::syscalls::{self, Arg, Decode, Op};
+use std::collections::HashMap;
 use std::ffi::{CString, OsStr, OsString};
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -224,6 +225,7 @@ pub fn run(argv: &[OsString], report: OwnedFd) -> i32 {
 
     let mut status_of_command = None;
     let mut report = Some(report);
+    let mut resolver = Resolver::default();
     loop {
         let mut status = 0;
         // SAFETY: waitpid with a valid status pointer.
@@ -237,6 +239,7 @@ pub fn run(argv: &[OsString], report: OwnedFd) -> i32 {
             }
         }
         if libc::WIFEXITED(status) || libc::WIFSIGNALED(status) {
+            resolver.cwd.remove(&tid);
             if tid == pid {
                 status_of_command = Some(status);
                 crate::signals::forget_child();
@@ -259,7 +262,7 @@ pub fn run(argv: &[OsString], report: OwnedFd) -> i32 {
             match event {
                 libc::PTRACE_EVENT_SECCOMP => {
                     if recording {
-                        on_syscall(tid, &mut observed);
+                        on_syscall(tid, &mut observed, &mut resolver);
                     }
                     libc::ptrace(libc::PTRACE_CONT, tid, none(), none());
                 }
@@ -379,8 +382,49 @@ fn fail(report: OwnedFd, errno: i32) -> i32 {
     1
 }
 
+/// What the tracer remembers to resolve paths without asking the kernel at every stop: each
+/// thread's working directory and each directory's physical path. Forgotten when the run
+/// could have changed them (a chdir; a rename, removal or new symlink anywhere), so a stale
+/// answer is never used.
+#[derive(Default)]
+struct Resolver {
+    cwd: HashMap<i32, PathBuf>,
+    dirs: HashMap<PathBuf, PathBuf>,
+}
+
+impl Resolver {
+    fn cwd(&mut self, tid: i32) -> Option<PathBuf> {
+        if let Some(c) = self.cwd.get(&tid) {
+            return Some(c.clone());
+        }
+        let c = std::fs::read_link(format!("/proc/{tid}/cwd")).ok()?;
+        self.cwd.insert(tid, c.clone());
+        Some(c)
+    }
+
+    /// `dir`, resolved through symlinks, if it exists.
+    fn physical_dir(&mut self, dir: &Path) -> Option<PathBuf> {
+        if let Some(p) = self.dirs.get(dir) {
+            return Some(p.clone());
+        }
+        let p = std::fs::canonicalize(dir).ok()?;
+        self.dirs.insert(dir.to_path_buf(), p.clone());
+        Some(p)
+    }
+
+    /// The run did something that can change what paths resolve to.
+    fn forget_dirs(&mut self) {
+        self.dirs.clear();
+    }
+
+    /// Some thread changed directory (threads may share it): ask again.
+    fn forget_cwds(&mut self) {
+        self.cwd.clear();
+    }
+}
+
 /// A seccomp stop of `tid`: decode the call and record what it names.
-fn on_syscall(tid: i32, observed: &mut Observed) {
+fn on_syscall(tid: i32, observed: &mut Observed, resolver: &mut Resolver) {
     let mut data: libc::c_ulong = 0;
     // SAFETY: PTRACE_GETEVENTMSG writes one c_ulong to `data`.
     unsafe {
@@ -410,9 +454,10 @@ fn on_syscall(tid: i32, observed: &mut Observed) {
         Decode::Untraceable(what) => {
             observed.untraceable.insert(what.to_owned());
         }
+        Decode::Chdir => resolver.forget_cwds(),
         Decode::Fixed(effects) => {
             for e in effects {
-                record(tid, &call.args, e.arg, e.op, observed);
+                record(tid, &call.args, e.arg, e.op, observed, resolver);
             }
         }
         Decode::Open { arg, flags } => {
@@ -421,14 +466,14 @@ fn on_syscall(tid: i32, observed: &mut Observed) {
                 None => (libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC) as u64,
             };
             for op in syscalls::open_ops(flags) {
-                record(tid, &call.args, arg, *op, observed);
+                record(tid, &call.args, arg, *op, observed, resolver);
             }
         }
         Decode::OpenHow { arg } => {
             let mut how = [0u8; 8];
             if regs::read_memory(tid, call.args[2], &mut how).is_ok() {
                 for op in syscalls::open_ops(u64::from_ne_bytes(how)) {
-                    record(tid, &call.args, arg, *op, observed);
+                    record(tid, &call.args, arg, *op, observed, resolver);
                 }
             }
         }
@@ -436,12 +481,23 @@ fn on_syscall(tid: i32, observed: &mut Observed) {
 }
 
 /// Record `op` on the path argument `arg` of a call of `tid`.
-fn record(tid: i32, args: &[u64; 6], arg: Arg, op: Op, observed: &mut Observed) {
+fn record(
+    tid: i32,
+    args: &[u64; 6],
+    arg: Arg,
+    op: Op,
+    observed: &mut Observed,
+    resolver: &mut Resolver,
+) {
+    if matches!(op, Op::Remove | Op::Create) {
+        // A rename, a removal or a new symlink may change what a directory path resolves to.
+        resolver.forget_dirs();
+    }
     // A path that cannot be read (NULL, a bad pointer, longer than PATH_MAX) makes the call
     // fail (EFAULT, ENAMETOOLONG): it names nothing.
     let path = match arg {
         Arg::Path(i) => match regs::read_path(tid, args[i]) {
-            Some(p) => resolve(tid, libc::AT_FDCWD, p),
+            Some(p) => resolve(tid, libc::AT_FDCWD, p, resolver),
             None => return,
         },
         Arg::At { dirfd, path } => match regs::read_path(tid, args[path]) {
@@ -451,7 +507,7 @@ fn record(tid: i32, args: &[u64; 6], arg: Arg, op: Op, observed: &mut Observed) 
                 fd_path(tid, args[dirfd] as i32)
             }
             Some(p) if p.as_os_str().is_empty() => return,
-            Some(p) => resolve(tid, args[dirfd] as i32, p),
+            Some(p) => resolve(tid, args[dirfd] as i32, p, resolver),
             None => return,
         },
         Arg::Fd(i) => fd_path(tid, args[i] as i32),
@@ -532,12 +588,12 @@ fn elf_interpreter(head: &[u8], path: &Path) -> Option<PathBuf> {
 /// `path` as `tid` named it, absolute and physical: made absolute against its working
 /// directory or `dirfd`, `/proc/self` read as `tid`'s own, and its directory resolved through
 /// symlinks (the last component is kept: a symlink itself may be what the call is about).
-fn resolve(tid: i32, dirfd: i32, path: PathBuf) -> Option<PathBuf> {
+fn resolve(tid: i32, dirfd: i32, path: PathBuf, resolver: &mut Resolver) -> Option<PathBuf> {
     let absolute = if path.is_absolute() {
         path
     } else {
         let base = if dirfd == libc::AT_FDCWD {
-            std::fs::read_link(format!("/proc/{tid}/cwd")).ok()?
+            resolver.cwd(tid)?
         } else {
             fd_path(tid, dirfd)?
         };
@@ -548,13 +604,20 @@ fn resolve(tid: i32, dirfd: i32, path: PathBuf) -> Option<PathBuf> {
         .iter()
         .find_map(|p| absolute.strip_prefix(p).ok().map(|rest| own.join(rest)))
         .unwrap_or(absolute);
-    Some(physical(&absolute))
+    Some(physical(&absolute, resolver))
 }
 
 /// `path` with its directory resolved (canonicalized) when that exists; a last component of
-/// `..` or `.` resolves the whole path.
-fn physical(path: &Path) -> PathBuf {
+/// `..` or `.` resolves the whole path. Under /proc the links are the tracee's and change with
+/// it: never remembered.
+fn physical(path: &Path, resolver: &mut Resolver) -> PathBuf {
     match (path.parent(), path.file_name()) {
+        (Some(parent), Some(name)) if !parent.starts_with("/proc") => {
+            match resolver.physical_dir(parent) {
+                Some(dir) => dir.join(name),
+                None => path.to_path_buf(),
+            }
+        }
         (Some(parent), Some(name)) => match std::fs::canonicalize(parent) {
             Ok(dir) => dir.join(name),
             Err(_) => path.to_path_buf(),
