@@ -228,8 +228,7 @@ pub fn run(argv: &[OsString], report: OwnedFd) -> i32 {
     let mut resolver = Resolver::default();
     loop {
         let mut status = 0;
-        // SAFETY: waitpid with a valid status pointer.
-        let tid = unsafe { libc::waitpid(-1, &mut status, libc::__WALL) };
+        let tid = wait_any(&mut status);
         if tid < 0 {
             match errno() {
                 libc::EINTR => continue,
@@ -300,6 +299,29 @@ pub fn run(argv: &[OsString], report: OwnedFd) -> i32 {
         send(fd, status_of_command.unwrap_or(1 << 8), &err_r, observed);
     }
     0
+}
+
+/// How long the tracer polls for the next stop before it sleeps in `waitpid`. Stops come in
+/// bursts (a compiler opening its headers), and a tracer that sleeps between them must be
+/// woken for each one, which on a VM costs more than the stop itself.
+const SPIN: std::time::Duration = std::time::Duration::from_micros(SPIN_MICROS);
+const SPIN_MICROS: u64 = 50;
+
+/// The next state change of any tracee: polled for [`SPIN`], then waited for.
+fn wait_any(status: &mut i32) -> i32 {
+    let start = std::time::Instant::now();
+    loop {
+        // SAFETY: waitpid with a valid status pointer.
+        let tid = unsafe { libc::waitpid(-1, status, libc::__WALL | libc::WNOHANG) };
+        if tid != 0 {
+            return tid;
+        }
+        if start.elapsed() >= SPIN {
+            // SAFETY: as above.
+            return unsafe { libc::waitpid(-1, status, libc::__WALL) };
+        }
+        std::hint::spin_loop();
+    }
 }
 
 /// Whether a tracee is left (a process the command started that has not ended).
