@@ -142,25 +142,7 @@ pub(super) fn bump_usage(
     ns: &str,
     d: UsageDelta,
 ) -> Result<()> {
-    tx.prepare_cached(
-        "INSERT INTO usage(hour, command, namespace, hits, misses, stores, time_saved_ms,
-            bytes_replayed) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-         ON CONFLICT(hour, command, namespace) DO UPDATE SET hits = hits + excluded.hits,
-            misses = misses + excluded.misses, stores = stores + excluded.stores,
-            time_saved_ms = time_saved_ms + excluded.time_saved_ms,
-            bytes_replayed = bytes_replayed + excluded.bytes_replayed",
-    )?
-    .execute(params![
-        (ts / HOUR_MS) as i64,
-        cmd,
-        ns,
-        d.hits as i64,
-        d.misses as i64,
-        d.stores as i64,
-        d.time_saved_ms as i64,
-        d.bytes_replayed as i64
-    ])?;
-    Ok(())
+    bump_usage_row(tx, None, ts, cmd, ns, d)
 }
 
 /// [`bump_usage`] for the row of `session`.
@@ -172,25 +154,58 @@ fn bump_session_usage(
     ns: &str,
     d: UsageDelta,
 ) -> Result<()> {
-    tx.prepare_cached(
-        "INSERT INTO session_usage(session, hour, command, namespace, hits, misses, stores,
-            time_saved_ms, bytes_replayed) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+    bump_usage_row(tx, Some(session), ts, cmd, ns, d)
+}
+
+/// The upsert of a `usage` row, or of a `session_usage` row (whose key starts with the session).
+fn bump_usage_row(
+    tx: &Transaction,
+    session: Option<&str>,
+    ts: u64,
+    cmd: &str,
+    ns: &str,
+    d: UsageDelta,
+) -> Result<()> {
+    const USAGE: &str = "INSERT INTO usage(hour, command, namespace, hits, misses, stores,
+            time_saved_ms, bytes_replayed) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+         ON CONFLICT(hour, command, namespace) DO UPDATE SET hits = hits + excluded.hits,
+            misses = misses + excluded.misses, stores = stores + excluded.stores,
+            time_saved_ms = time_saved_ms + excluded.time_saved_ms,
+            bytes_replayed = bytes_replayed + excluded.bytes_replayed";
+    const SESSION_USAGE: &str = "INSERT INTO session_usage(session, hour, command, namespace,
+            hits, misses, stores, time_saved_ms, bytes_replayed)
+         VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
          ON CONFLICT(session, hour, command, namespace) DO UPDATE SET hits = hits + excluded.hits,
             misses = misses + excluded.misses, stores = stores + excluded.stores,
             time_saved_ms = time_saved_ms + excluded.time_saved_ms,
-            bytes_replayed = bytes_replayed + excluded.bytes_replayed",
-    )?
-    .execute(params![
-        session,
-        (ts / HOUR_MS) as i64,
-        cmd,
-        ns,
-        d.hits as i64,
-        d.misses as i64,
-        d.stores as i64,
-        d.time_saved_ms as i64,
-        d.bytes_replayed as i64
-    ])?;
+            bytes_replayed = bytes_replayed + excluded.bytes_replayed";
+    use rusqlite::types::Value;
+    let mut values: Vec<Value> = session
+        .map(|s| Value::Text(s.to_owned()))
+        .into_iter()
+        .collect();
+    values.extend([
+        Value::Integer((ts / HOUR_MS) as i64),
+        Value::Text(cmd.to_owned()),
+        Value::Text(ns.to_owned()),
+    ]);
+    values.extend(
+        [
+            d.hits,
+            d.misses,
+            d.stores,
+            d.time_saved_ms,
+            d.bytes_replayed,
+        ]
+        .map(|v| Value::Integer(v as i64)),
+    );
+    let sql = if session.is_some() {
+        SESSION_USAGE
+    } else {
+        USAGE
+    };
+    tx.prepare_cached(sql)?
+        .execute(rusqlite::params_from_iter(values))?;
     Ok(())
 }
 

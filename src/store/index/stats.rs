@@ -313,14 +313,7 @@ impl Index {
             }
         }
         let mut out: Vec<Row> = rows.into_values().chain(idle).collect();
-        out.sort_by(|a, b| {
-            (b.hits, b.misses, b.size_bytes, &a.name).cmp(&(
-                a.hits,
-                a.misses,
-                a.size_bytes,
-                &b.name,
-            ))
-        });
+        sort_rows(&mut out);
         if let Some(n) = limit {
             out.truncate(n);
         }
@@ -346,14 +339,7 @@ impl Index {
         ))?;
         let rows = stmt.query_map(rusqlite::params![session, from_hour, col], row_of)?;
         let mut out: Vec<Row> = rows.collect::<rusqlite::Result<_>>()?;
-        out.sort_by(|a, b| {
-            (b.hits, b.misses, b.size_bytes, &a.name).cmp(&(
-                a.hits,
-                a.misses,
-                a.size_bytes,
-                &b.name,
-            ))
-        });
+        sort_rows(&mut out);
         let total = out.len() as u64;
         if let Some(n) = limit {
             out.truncate(n);
@@ -419,6 +405,13 @@ impl Index {
         )?;
         Ok(())
     }
+}
+
+/// The breakdown's order: most hits, then most misses, then largest, then by name.
+fn sort_rows(rows: &mut [Row]) {
+    rows.sort_by(|a, b| {
+        (b.hits, b.misses, b.size_bytes, &a.name).cmp(&(a.hits, a.misses, a.size_bytes, &b.name))
+    });
 }
 
 /// The parameters of a scoped statement: `?1` the first hour, `?2` the session (if any).
