@@ -583,6 +583,10 @@ pub struct WarmArgs {
     /// Remote tier mode for the warmed commands: rw, ro or off
     #[arg(long, value_enum, value_name = "MODE")]
     pub remote: Option<RemoteMode>,
+    /// Trace the warmed runs (`check`: report what each reads or writes undeclared) or not,
+    /// whatever their manifest says [default: each command's `trace`, CACHECTL_TRACE, config]
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub trace: Option<TraceMode>,
     /// Record the warmed runs as part of the build NAME (see `run --session`)
     #[arg(long, env = "CACHECTL_SESSION", value_name = "NAME", value_parser = parse_session)]
     pub session: Option<String>,

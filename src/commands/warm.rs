@@ -45,6 +45,9 @@ pub fn run(dir: Option<(PathBuf, Source)>, args: &WarmArgs) -> Result<i32> {
     for c in &mut commands {
         c.args.remote = args.remote;
         c.args.session = args.session.clone();
+        if args.trace.is_some() {
+            c.args.trace = args.trace;
+        }
     }
     let store = Store::at(root);
     store.check_safe()?;
@@ -70,6 +73,12 @@ pub fn run(dir: Option<(PathBuf, Source)>, args: &WarmArgs) -> Result<i32> {
     if args.json {
         ui::print_json(&report)?;
         return Ok(report.exit_code());
+    }
+    // `--trace check`: what each run named, on stderr, as `cachectl run` prints it.
+    for c in report.commands.iter().filter(|c| !c.check.is_empty()) {
+        for line in &c.check {
+            eprintln!("cachectl: check: {} ({}): {line}", c.command, c.origin);
+        }
     }
     if args.dry_run {
         // A manifest that sets priorities shows them (misses start highest first; from

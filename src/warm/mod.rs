@@ -83,6 +83,10 @@ pub struct CommandResult {
     pub duration_ms: u64,
     /// Why it failed, and the end of its stderr.
     pub error: Option<String>,
+    /// With `trace = "check"`: what the run named as undeclared (the `cachectl: check:` lines
+    /// of its stderr, without that prefix).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub check: Vec<String>,
 }
 
 #[derive(Serialize, Debug, Default)]
@@ -142,8 +146,39 @@ fn tail(bytes: &[u8]) -> String {
     text.trim_end().to_owned()
 }
 
-/// Run one command as a `cachectl run` child; returns (exit code, stderr tail, duration).
-fn run_child(c: &WarmCommand, force: bool, pids: &Mutex<HashMap<u32, ()>>) -> (i32, String, u64) {
+/// How a `cachectl run` child went.
+struct ChildRun {
+    code: i32,
+    /// The end of its stderr.
+    err_tail: String,
+    ms: u64,
+    /// Its `cachectl: check:` lines (without the prefix), at most [`CHECK_LINES`].
+    check: Vec<String>,
+}
+
+/// The prefix of `--trace check`'s lines, and how many of them a report keeps per command.
+const CHECK_PREFIX: &[u8] = b"cachectl: check: ";
+const CHECK_LINES: usize = 1000;
+
+/// Collect the `cachectl: check:` lines of `chunk`, `pending` holding a line not yet complete.
+fn check_lines(pending: &mut Vec<u8>, chunk: &[u8], out: &mut Vec<String>) {
+    pending.extend_from_slice(chunk);
+    while let Some(end) = pending.iter().position(|&b| b == b'\n') {
+        let line: Vec<u8> = pending.drain(..=end).collect();
+        if let Some(rest) = line.strip_prefix(CHECK_PREFIX)
+            && out.len() < CHECK_LINES
+        {
+            out.push(String::from_utf8_lossy(rest).trim_end().to_owned());
+        }
+    }
+    // A line longer than any check line is not one: do not hold it.
+    if pending.len() > 64 * 1024 {
+        pending.clear();
+    }
+}
+
+/// Run one command as a `cachectl run` child.
+fn run_child(c: &WarmCommand, force: bool, pids: &Mutex<HashMap<u32, ()>>) -> ChildRun {
     let start = Instant::now();
     let exe = std::env::current_exe().unwrap_or_else(|_| "cachectl".into());
     use std::os::unix::process::CommandExt;
@@ -159,19 +194,28 @@ fn run_child(c: &WarmCommand, force: bool, pids: &Mutex<HashMap<u32, ()>>) -> (i
         .spawn();
     let mut child = match child {
         Ok(ch) => ch,
-        Err(e) => return (126, format!("cannot start cachectl: {e}"), 0),
+        Err(e) => {
+            return ChildRun {
+                code: 126,
+                err_tail: format!("cannot start cachectl: {e}"),
+                ms: 0,
+                check: Vec::new(),
+            };
+        }
     };
     let pid = child.id();
     pids.lock()
         .unwrap_or_else(|e| e.into_inner())
         .insert(pid, ());
     let mut err = Vec::new();
+    let (mut pending, mut check) = (Vec::new(), Vec::new());
     if let Some(mut s) = child.stderr.take() {
         let mut buf = [0u8; 8192];
         while let Ok(n) = s.read(&mut buf) {
             if n == 0 {
                 break;
             }
+            check_lines(&mut pending, &buf[..n], &mut check);
             err.extend_from_slice(&buf[..n]);
             if err.len() > 4 * STDERR_TAIL {
                 err.drain(..err.len() - STDERR_TAIL);
@@ -185,7 +229,12 @@ fn run_child(c: &WarmCommand, force: bool, pids: &Mutex<HashMap<u32, ()>>) -> (i
         Ok(s) => s.code().unwrap_or_else(|| 128 + s.signal().unwrap_or(0)),
         Err(_) => 1,
     };
-    (code, tail(&err), start.elapsed().as_millis() as u64)
+    ChildRun {
+        code,
+        err_tail: tail(&err),
+        ms: start.elapsed().as_millis() as u64,
+        check,
+    }
 }
 
 /// Warm `commands`, each into its own cache (see [`WarmCommand::root`]). `on_failure` is told of each failure as it happens (the
@@ -234,6 +283,7 @@ pub fn run(
             exit_code: None,
             duration_ms: 0,
             error,
+            check: Vec::new(),
         };
         if r.status == Status::Failed {
             on_failure(&r);
@@ -307,8 +357,14 @@ fn execute(
                     };
                     let c = &commands[i];
                     bar.set_message(c.opts.command_line.chars().take(40).collect::<String>());
-                    let (code, err_tail, ms) = run_child(c, opts.force, &pids);
+                    let ChildRun {
+                        code,
+                        err_tail,
+                        ms,
+                        check,
+                    } = run_child(c, opts.force, &pids);
                     let mut r = results_template(c, ms, code);
+                    r.check = check;
                     r.key = String::new();
                     let stored_ok = code == 0 || c.opts.cache_failures;
                     let started_ms = crate::clock::now_ms().saturating_sub(ms);
@@ -399,6 +455,7 @@ fn results_template(c: &WarmCommand, ms: u64, code: i32) -> CommandResult {
         exit_code: Some(code),
         duration_ms: ms,
         error: None,
+        check: Vec::new(),
     }
 }
 
@@ -436,5 +493,22 @@ mod tests {
         }
         assert_eq!(Status::WouldRun.as_str(), "would_run");
         assert_eq!(Status::NotRun.as_str(), "not_run");
+    }
+}
+
+#[cfg(test)]
+mod check_tests {
+    use super::*;
+
+    #[test]
+    fn check_lines_survive_any_chunking() {
+        let text = b"noise\ncachectl: check: undeclared input: -i a\nmore\ncachectl: check: x\n";
+        for size in 1..text.len() {
+            let (mut pending, mut out) = (Vec::new(), Vec::new());
+            for chunk in text.chunks(size) {
+                check_lines(&mut pending, chunk, &mut out);
+            }
+            assert_eq!(out, ["undeclared input: -i a", "x"], "chunks of {size}");
+        }
     }
 }

@@ -452,3 +452,44 @@ fn the_command_starts_as_without_tracing() {
         (0..10).all(|i| t.root.join(format!("left-{i}")).exists())
     });
 }
+
+/// `warm` passes `trace` on (manifest key, or `warm --trace`) and shows each run's check.
+#[test]
+fn warm_shows_the_check_of_each_run() {
+    let t = TestContext::new();
+    t.write("in.txt", "x");
+    t.counted("r", "cat in.txt > /dev/null");
+    t.write(
+        "warm.toml",
+        "[[command]]\nrun = \"./r\"\ntrace = \"check\"\n",
+    );
+    let a = t.cachectl(&["warm", "warm.toml"]).assert().success();
+    assert!(
+        stderr_of(&a).contains("cachectl: check: ./r (warm.toml:1): undeclared input: -i in.txt"),
+        "{}",
+        stderr_of(&a)
+    );
+    t.cachectl(&["invalidate", "--all"]).assert().success();
+    let a = t
+        .cachectl(&["warm", "--json", "warm.toml"])
+        .assert()
+        .success();
+    let report: serde_json::Value = serde_json::from_slice(&stdout_of(&a)).unwrap();
+    assert_eq!(
+        report["commands"][0]["check"],
+        serde_json::json!(["undeclared input: -i in.txt"])
+    );
+    // `warm --trace off` wins over the manifest.
+    t.cachectl(&["invalidate", "--all"]).assert().success();
+    let a = t
+        .cachectl(&["warm", "--trace", "off", "warm.toml"])
+        .assert()
+        .success();
+    assert!(!stderr_of(&a).contains("check:"), "{}", stderr_of(&a));
+    t.write(
+        "bad.toml",
+        "[[command]]\nrun = \"./r\"\ntrace = \"always\"\n",
+    );
+    let a = t.cachectl(&["warm", "bad.toml"]).assert().code(2);
+    assert!(stderr_of(&a).contains("bad.toml:3"), "{}", stderr_of(&a));
+}
