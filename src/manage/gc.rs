@@ -191,13 +191,13 @@ pub fn run(store: &Store, idx: &mut Index, opts: &GcOptions) -> Result<GcReport>
     let orphaned: Vec<String> = orphaned.into_iter().collect();
     report.blobs_removed = orphaned.len() as u64;
     if !opts.dry_run {
-        idx.remove_entries(store, &evict_keys)?;
         let evicted: Vec<(&str, &str)> = report
             .evicted
             .iter()
             .map(|e| (e.key.as_str(), e.reason))
             .collect();
         idx.remember_evicted(&evicted, now)?;
+        idx.remove_entries(store, &evict_keys)?;
         if let (GcPolicy::Value, Some(clock)) = (opts.policy, highest_evicted) {
             idx.advance_value_clock(clock)?;
         }

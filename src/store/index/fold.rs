@@ -2,7 +2,7 @@
 
 use super::Index;
 use super::reconcile::{record_size, upsert_entry};
-use super::value::VALUE_AFTER_HIT;
+use super::value::{VALUE_AFTER_HIT, VALUE_NOW};
 use crate::clock::HOUR_MS;
 use crate::store::Store;
 use crate::store::journal::{self, Event};
@@ -254,19 +254,26 @@ fn add_session_run(
 pub const LOST_TO_EVICTION: &str = "evicted";
 
 /// Whether a miss of `key` is a hit lost to eviction: the key was evicted by gc and has not
-/// been stored or served since. Forgets the key, so that it is counted once.
-fn take_evicted(tx: &Transaction, key: &str) -> Result<Option<String>> {
+/// been stored or served since. Marks it, so that it is counted once (the row stays until the
+/// key is stored again, which takes its uses).
+fn lost_to_eviction(tx: &Transaction, key: &str) -> Result<Option<String>> {
     use rusqlite::OptionalExtension;
     Ok(tx
-        .prepare_cached("DELETE FROM evicted WHERE key = ?1 RETURNING reason")?
+        .prepare_cached(
+            "UPDATE evicted SET missed = 1 WHERE key = ?1 AND missed = 0 RETURNING reason",
+        )?
         .query_row([key], |r| r.get(0))
         .optional()?)
 }
 
-fn forget_evicted(tx: &Transaction, key: &str) -> Result<()> {
-    tx.prepare_cached("DELETE FROM evicted WHERE key = ?1")?
-        .execute([key])?;
-    Ok(())
+/// `key` is in the cache again: forget its eviction, returning the uses it had then.
+fn forget_evicted(tx: &Transaction, key: &str) -> Result<i64> {
+    use rusqlite::OptionalExtension;
+    Ok(tx
+        .prepare_cached("DELETE FROM evicted WHERE key = ?1 RETURNING uses")?
+        .query_row([key], |r| r.get(0))
+        .optional()?
+        .unwrap_or(0))
 }
 
 fn bump_fault(tx: &Transaction, ts: u64, kind: &str, reason: &str) -> Result<()> {
@@ -311,7 +318,7 @@ fn apply_event(tx: &Transaction, store: &Store, ev: &Event) -> Result<Option<Str
                 ..UsageDelta::default()
             };
             bump_usage(tx, *ts, cmd, ns, d)?;
-            lost = take_evicted(tx, key)?;
+            lost = lost_to_eviction(tx, key)?;
             if let Some(reason) = &lost {
                 bump_fault(tx, *ts, LOST_TO_EVICTION, reason)?;
             }
@@ -319,7 +326,7 @@ fn apply_event(tx: &Transaction, store: &Store, ev: &Event) -> Result<Option<Str
         Event::Store {
             ts, key, cmd, ns, ..
         } => {
-            forget_evicted(tx, key)?;
+            let past_uses = forget_evicted(tx, key)?;
             let d = UsageDelta {
                 stores: 1,
                 ..UsageDelta::default()
@@ -331,6 +338,15 @@ fn apply_event(tx: &Transaction, store: &Store, ev: &Event) -> Result<Option<Str
                 .and_then(|b| record::decode(&b).ok())
             {
                 upsert_entry(tx, store, &d.record, record_size(&path), Some(*ts))?;
+                if past_uses > 0 {
+                    // (An UPDATE's expressions see the row as it was: two statements.)
+                    tx.prepare_cached("UPDATE entries SET past_uses = ?2 WHERE key = ?1")?
+                        .execute(params![key, past_uses])?;
+                    tx.prepare_cached(&format!(
+                        "UPDATE entries SET value = {VALUE_NOW} WHERE key = ?1"
+                    ))?
+                    .execute([key])?;
+                }
             }
         }
         Event::Uncacheable { ts, reason, .. } => bump_fault(tx, *ts, "uncacheable", reason)?,

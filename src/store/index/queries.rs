@@ -66,16 +66,19 @@ impl Index {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
-    /// Remember keys gc evicted (with why: `max_age`, `max_size`), so that a later miss of one
-    /// counts as a hit lost to eviction (`stats`). Keys removed by `invalidate` are not
-    /// remembered: the user asked for those misses.
+    /// Remember keys gc is evicting (with why: `max_age`, `max_size`, and how often each was
+    /// used), so that a later miss of one counts as a hit lost to eviction (`stats`) and a
+    /// later store of it keeps its uses (`value`). Call it before removing the entries. Keys
+    /// removed by `invalidate` are not remembered: the user asked for those misses.
     pub fn remember_evicted(&self, evicted: &[(&str, &str)], now_ms: u64) -> Result<()> {
         let tx = self.conn.unchecked_transaction()?;
         {
             let mut stmt = tx.prepare(
-                "INSERT INTO evicted(key, evicted_ms, reason) VALUES(?1, ?2, ?3)
+                "INSERT INTO evicted(key, evicted_ms, reason, uses, missed)
+                    VALUES(?1, ?2, ?3,
+                        COALESCE((SELECT hits + 1 + past_uses FROM entries WHERE key = ?1), 0), 0)
                  ON CONFLICT(key) DO UPDATE SET evicted_ms = excluded.evicted_ms,
-                    reason = excluded.reason",
+                    reason = excluded.reason, uses = excluded.uses, missed = 0",
             )?;
             for (key, reason) in evicted {
                 stmt.execute(rusqlite::params![key, now_ms as i64, reason])?;

@@ -236,4 +236,9 @@ pub(super) const MIGRATIONS: &[&str] = &[
     // 5: each entry's value to keep, for `gc --policy value` (see `value`).
     "ALTER TABLE entries ADD COLUMN value REAL NOT NULL DEFAULT 0;
     UPDATE entries SET value = (hits + 1) * CAST(duration_ms AS REAL) / MAX(size_bytes, 1);",
+    // 6: uses remembered across an eviction (`value`): an entry that every build uses and gc
+    // evicts keeps its count when it is stored again, instead of starting from one.
+    "ALTER TABLE entries ADD COLUMN past_uses INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE evicted ADD COLUMN uses INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE evicted ADD COLUMN missed INTEGER NOT NULL DEFAULT 0;",
 ];

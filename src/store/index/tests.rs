@@ -58,6 +58,72 @@ fn entry_values_follow_uses_and_the_clock() {
     );
 }
 
+/// An entry gc evicts and the run stores again keeps the uses it had (`value`), and its miss
+/// in between counts once as lost to eviction.
+#[test]
+fn uses_survive_an_eviction() {
+    let (_d, s) = store();
+    let rec = sample();
+    s.write_record(&rec, b"hi\n", b"e\n").unwrap();
+    let ev = |e| journal::append(&s.journal, &e, None).unwrap();
+    let store_ev = |ts| Event::Store {
+        ts,
+        key: rec.key.clone(),
+        cmd: "c".into(),
+        ns: "default".into(),
+        bytes: 1,
+        duration_ms: rec.duration_ms,
+    };
+    ev(store_ev(10));
+    for ts in [20, 30, 40] {
+        ev(Event::Hit {
+            ts,
+            key: rec.key.clone(),
+            cmd: "c".into(),
+            ns: "default".into(),
+            saved_ms: rec.duration_ms,
+            bytes: 5,
+        });
+    }
+    let mut idx = Index::open(&s).unwrap();
+    idx.fold_journal(&s).unwrap();
+    let before = idx.entry(&rec.key).unwrap().unwrap();
+    assert_eq!(before.hits, 3);
+    idx.remember_evicted(&[(rec.key.as_str(), "max_size")], 50)
+        .unwrap();
+    idx.remove_entries(&s, std::slice::from_ref(&rec.key))
+        .unwrap();
+    s.write_record(&rec, b"hi\n", b"e\n").unwrap();
+    for _ in 0..2 {
+        ev(Event::Miss {
+            ts: 60,
+            key: rec.key.clone(),
+            cmd: "c".into(),
+            ns: "default".into(),
+        });
+    }
+    ev(store_ev(70));
+    idx.fold_journal(&s).unwrap();
+    let after = idx.entry(&rec.key).unwrap().unwrap();
+    assert_eq!(after.hits, 0);
+    let per_use = rec.duration_ms as f64 / after.size_bytes as f64;
+    // Four uses before (the store and three hits), one now.
+    assert!(
+        (after.value - 5.0 * per_use).abs() < 1e-9,
+        "{}",
+        after.value
+    );
+    let lost: i64 = idx
+        .conn
+        .query_row(
+            "SELECT SUM(count) FROM faults WHERE kind = 'evicted'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(lost, 1);
+}
+
 #[test]
 fn folds_journal_once_and_rebuilds_from_records() {
     let (_d, s) = store();
@@ -363,10 +429,13 @@ fn migration_3_builds_the_aggregates_of_an_older_index() {
         tx.pragma_update(None, "user_version", 2).unwrap();
         tx.execute("INSERT INTO meta(name, value) VALUES('built', '1')", [])
             .unwrap();
-        // `upsert_entry` writes today's columns: `value` (migration 5) exists only while the
-        // rows are written.
-        tx.execute_batch("ALTER TABLE entries ADD COLUMN value REAL NOT NULL DEFAULT 0")
-            .unwrap();
+        // `upsert_entry` writes today's columns: `value` and `past_uses` (migrations 5 and 6)
+        // exist only while the rows are written.
+        tx.execute_batch(
+            "ALTER TABLE entries ADD COLUMN value REAL NOT NULL DEFAULT 0;
+             ALTER TABLE entries ADD COLUMN past_uses INTEGER NOT NULL DEFAULT 0;",
+        )
+        .unwrap();
         let digest = "c".repeat(64);
         write_blob(&s, &digest, 5000, 700);
         for (i, (cmd, ns)) in [
@@ -403,8 +472,10 @@ fn migration_3_builds_the_aggregates_of_an_older_index() {
             UsageDelta::default(),
         )
         .unwrap();
-        tx.execute_batch("ALTER TABLE entries DROP COLUMN value")
-            .unwrap();
+        tx.execute_batch(
+            "ALTER TABLE entries DROP COLUMN value; ALTER TABLE entries DROP COLUMN past_uses;",
+        )
+        .unwrap();
         tx.commit().unwrap();
     }
     let idx = Index::open(&s).unwrap();

@@ -3,7 +3,9 @@
 //! away a 10-minute link step as readily as a 5 ms `echo`.
 //!
 //! An entry's value is `L + F × C / S`, set each time it is used:
-//! - `F`, its uses: the store and every hit since (`hits + 1`);
+//! - `F`, its uses: the store and every hit since (`hits + 1`), plus the uses it had before gc
+//!   last evicted it (`past_uses`: an entry every build uses keeps its worth when it is stored
+//!   again, rather than starting from one and being evicted again at once);
 //! - `C`, what one hit saves: the command's duration in ms;
 //! - `S`, the bytes it takes in the cache (at least 1);
 //! - `L`, the clock: the highest value gc has evicted so far (kept in `meta`). Values set later
@@ -29,14 +31,14 @@ macro_rules! clock_sql {
 /// SQL: an entry row's value with `hits` as it stands (after a store, or a rebuild).
 pub(super) const VALUE_NOW: &str = concat!(
     clock_sql!(),
-    " + (hits + 1) * CAST(duration_ms AS REAL) / MAX(size_bytes, 1)"
+    " + (hits + 1 + past_uses) * CAST(duration_ms AS REAL) / MAX(size_bytes, 1)"
 );
 
 /// SQL: an entry row's value after one more hit, read before `hits` is incremented (so in the
 /// same `UPDATE` that increments it).
 pub(super) const VALUE_AFTER_HIT: &str = concat!(
     clock_sql!(),
-    " + (hits + 2) * CAST(duration_ms AS REAL) / MAX(size_bytes, 1)"
+    " + (hits + 2 + past_uses) * CAST(duration_ms AS REAL) / MAX(size_bytes, 1)"
 );
 
 impl Index {
