@@ -3,9 +3,10 @@
 //! is declared: this only advises.
 //!
 //! One line per path on stderr, after the command's own output. Paths under the working
-//! directory are shown relative to it, others absolute. The system's own locations (/usr,
-//! /lib*, /bin, /sbin, /etc, /opt) and the cache directory are left out unless `-v`, and so is
-//! the executable (its content is keyed already).
+//! directory are shown relative to it, others absolute. The cache directory and the executable
+//! (its content is keyed already) are left out; so are, unless `-v`, the system's own locations
+//! (/usr, /lib*, /bin, /sbin, /etc, /opt), and inputs elsewhere outside the working directory
+//! are only counted.
 
 use crate::paths::{decode_os, resolve_lexically};
 use crate::trace::{Access, Observed};
@@ -25,6 +26,9 @@ pub struct Advice {
     pub side_effects: Vec<String>,
     /// Why the trace is not complete, if it is not.
     pub untraceable: Vec<String>,
+    /// Inputs outside the working directory left out without `-v` (a toolchain's or an
+    /// interpreter's own files under $HOME, say): how many.
+    pub outside: usize,
 }
 
 /// Where the system keeps what every command uses: left out unless `-v`.
@@ -126,7 +130,13 @@ pub fn advise(
             continue;
         }
         if let Some(line) = input_line(&path, a, &inputs, &shown) {
-            advice.inputs.push(line);
+            // Outside the working directory (an interpreter's library under $HOME): counted,
+            // listed with -v; a project declares its own files.
+            if !under_cwd && !verbose {
+                advice.outside += 1;
+            } else {
+                advice.inputs.push(line);
+            }
         }
     }
     advice
@@ -171,6 +181,13 @@ impl Advice {
         for s in &self.side_effects {
             out.push(format!(
                 "check: writes outside the working directory (a hit does not redo them): {s}"
+            ));
+        }
+        if self.outside > 0 {
+            let what = if self.outside == 1 { "input" } else { "inputs" };
+            out.push(format!(
+                "check: {} more {what} read outside the working directory (-v lists them)",
+                self.outside
             ));
         }
         for u in &self.untraceable {

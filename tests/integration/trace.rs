@@ -493,3 +493,29 @@ fn warm_shows_the_check_of_each_run() {
     let a = t.cachectl(&["warm", "bad.toml"]).assert().code(2);
     assert!(stderr_of(&a).contains("bad.toml:3"), "{}", stderr_of(&a));
 }
+
+/// Inputs outside the working directory are counted, and listed with `-v`.
+#[test]
+fn inputs_outside_the_working_directory_are_counted() {
+    let t = TestContext::new();
+    let outside = t.root.join("shared.conf");
+    fs::write(&outside, "x").unwrap();
+    t.counted("r", &format!("cat '{}' > /dev/null", outside.display()));
+    let a = t.miss(t.run(&["--trace", "check", "--", "./r"])).success();
+    assert!(
+        check_lines(&a).contains(
+            &"1 more input read outside the working directory (-v lists them)".to_owned()
+        ),
+        "{}",
+        stderr_of(&a)
+    );
+    t.cachectl(&["invalidate", "--all"]).assert().success();
+    let a = t
+        .miss(t.run(&["--trace", "check", "-v", "--", "./r"]))
+        .success();
+    assert!(
+        check_lines(&a).contains(&format!("undeclared input: -i {}", outside.display())),
+        "{}",
+        stderr_of(&a)
+    );
+}
