@@ -141,8 +141,14 @@ pub fn variable_error(e: &clap::Error) -> Option<String> {
                 v.to_string_lossy()
             ));
         }
+        // A value parser's own message; for a value enum, the values it takes.
+        let valid = match e.get(ContextKind::ValidValue) {
+            Some(ContextValue::Strings(v)) => Some(format!("not one of {}", v.join(", "))),
+            _ => None,
+        };
         let why = std::error::Error::source(e)
             .map(|s| s.to_string())
+            .or(valid)
             .unwrap_or_else(|| "not a valid value".to_owned());
         return Some(format!(
             "{name}={:?}: {why}; fix: correct or unset {name}",

@@ -27,19 +27,17 @@ fn check_names_undeclared_inputs_and_outputs() {
         "cat in.txt declared.txt; ls data > /dev/null; test -e missing.h; \
          echo x > out.txt; mkdir -p gen; echo y > gen/f; echo z > declared.out",
     );
-    let a = t
-        .miss(t.run(&[
-            "--trace",
-            "check",
-            "-i",
-            "declared.txt",
-            "-o",
-            "declared.out",
-            "--",
-            "./build",
-        ]))
-        .success()
-        .stdout("hello\nd\n");
+    let declared = [
+        "--trace",
+        "check",
+        "-i",
+        "declared.txt",
+        "-o",
+        "declared.out",
+        "--",
+        "./build",
+    ];
+    let a = t.miss(t.run(&declared)).success().stdout("hello\nd\n");
     assert_eq!(
         check_lines(&a),
         [
@@ -54,19 +52,7 @@ fn check_names_undeclared_inputs_and_outputs() {
     );
     // The key is what is declared: the same command hits, whatever in.txt says now.
     t.write("in.txt", "changed\n");
-    let a = t
-        .hit(t.run(&[
-            "--trace",
-            "check",
-            "-i",
-            "declared.txt",
-            "-o",
-            "declared.out",
-            "--",
-            "./build",
-        ]))
-        .success()
-        .stdout("hello\nd\n");
+    let a = t.hit(t.run(&declared)).success().stdout("hello\nd\n");
     assert!(check_lines(&a).is_empty(), "a hit traces nothing");
 
     // Declared in full: nothing to add.
@@ -289,6 +275,11 @@ fn trace_mode_comes_from_the_variable_and_the_config() {
         .code(2);
     assert!(
         stderr_of(&a).contains("CACHECTL_TRACE"),
+        "{}",
+        stderr_of(&a)
+    );
+    assert!(
+        stderr_of(&a).contains("CACHECTL_TRACE=\"sometimes\": not one of check, off"),
         "{}",
         stderr_of(&a)
     );
