@@ -242,6 +242,7 @@ fn store(store: &Store, step: &Step, now: u64) -> Result<()> {
         chunks: vec![put.size << 1],
         outputs: Vec::new(),
         components: Default::default(),
+        side_effects: Vec::new(),
     };
     let bytes = put.stored_bytes + store.write_record(&record, b"", b"")?;
     store.log(&Event::Store {

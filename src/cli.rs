@@ -809,6 +809,8 @@ impl GcPolicy {
 )]
 #[serde(rename_all = "snake_case")]
 pub enum TraceMode {
+    /// Key what the command reads (and what is declared), store what it writes
+    Auto,
     /// Key what is declared; after a miss, list what the command read or wrote undeclared
     Check,
     /// No tracing: only what is declared
@@ -818,10 +820,11 @@ pub enum TraceMode {
 
 impl TraceMode {
     /// The values, as config errors list them.
-    pub const CHOICES: &str = "\"check\", \"off\"";
+    pub const CHOICES: &str = "\"auto\", \"check\", \"off\"";
 
     pub fn parse(s: &str) -> Option<TraceMode> {
         match s {
+            "auto" => Some(TraceMode::Auto),
             "check" => Some(TraceMode::Check),
             "off" => Some(TraceMode::Off),
             _ => None,
@@ -829,6 +832,7 @@ impl TraceMode {
     }
     pub fn as_str(self) -> &'static str {
         match self {
+            TraceMode::Auto => "auto",
             TraceMode::Check => "check",
             TraceMode::Off => "off",
         }

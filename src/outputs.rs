@@ -30,8 +30,31 @@ pub enum Collected {
     Uncacheable(String),
 }
 
-/// Store every declared output's content in the CAS and describe it.
+/// Store every declared output's content in the CAS and describe it (directories with all
+/// they hold).
 pub fn collect(store: &Store, cwd: &Path, declared: &[PathBuf], level: i32) -> Result<Collected> {
+    gather(store, cwd, declared, level, true)
+}
+
+/// Store the outputs a traced run was seen to write, each path alone: a directory it created
+/// is restored as a directory, not with everything it holds (the files the run wrote in it
+/// are listed themselves).
+pub fn collect_observed(
+    store: &Store,
+    cwd: &Path,
+    written: &[PathBuf],
+    level: i32,
+) -> Result<Collected> {
+    gather(store, cwd, written, level, false)
+}
+
+fn gather(
+    store: &Store,
+    cwd: &Path,
+    declared: &[PathBuf],
+    level: i32,
+    walk: bool,
+) -> Result<Collected> {
     let mut entries = Vec::new();
     let mut bytes = 0u64;
     let cwd_canon = fs::canonicalize(cwd).context("resolving the working directory")?;
@@ -58,7 +81,7 @@ pub fn collect(store: &Store, cwd: &Path, declared: &[PathBuf], level: i32) -> R
             }
             Err(e) => return Err(e).with_context(|| format!("reading output {}", abs.display())),
         };
-        if meta.is_dir() {
+        if meta.is_dir() && walk {
             for entry in walkdir::WalkDir::new(&abs).follow_links(false) {
                 let entry = entry.with_context(|| format!("walking output {}", abs.display()))?;
                 let sub = entry.path().strip_prefix(&abs).unwrap_or(entry.path());

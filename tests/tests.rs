@@ -42,5 +42,7 @@ mod servers;
 mod store;
 #[path = "integration/trace.rs"]
 mod trace;
+#[path = "integration/trace_auto.rs"]
+mod trace_auto;
 #[path = "integration/warm.rs"]
 mod warm;

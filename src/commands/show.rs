@@ -3,6 +3,7 @@
 use crate::cli::ShowArgs;
 use crate::config::Source;
 use crate::error::usage;
+use crate::key::observed::{Seen, SeenKind};
 use crate::paths::display_encoded;
 use crate::store::record::{Decoded, OutputKind};
 use crate::store::{Lookup, Store};
@@ -153,5 +154,63 @@ fn describe(d: &Decoded, usage_row: Option<&crate::store::index::EntryRow>) {
             ]);
         }
         println!("{t}");
+    }
+    if let Some(observed) = &c.observed {
+        println!(
+            "Traced      {} observed input(s) (--trace auto)",
+            observed.len()
+        );
+        if !observed.is_empty() {
+            let mut t = ui::table(&["Observed input", "Kind", "Keyed by"]);
+            for (p, seen) in observed {
+                t.add_row(vec![display_encoded(p), kind_of(seen), keyed_by(seen)]);
+            }
+            println!("{t}");
+        }
+    }
+    if !r.side_effects.is_empty() {
+        println!(
+            "Side effects (written outside the working directory; a hit does not write them):"
+        );
+        for p in &r.side_effects {
+            println!("  {}", display_encoded(p));
+        }
+    }
+}
+
+fn kind_of(seen: &Seen) -> String {
+    let mut kind = seen.kind.as_str().to_owned();
+    if seen.exec {
+        kind.push_str(" +x");
+    }
+    if let Some(link) = &seen.link {
+        kind = format!("symlink → {} ({kind})", display_encoded(link));
+    }
+    kind
+}
+
+/// What of the path the key holds.
+fn keyed_by(seen: &Seen) -> String {
+    if let Some(d) = &seen.content {
+        return format!("content {}", ui::short(d));
+    }
+    if let Some(s) = &seen.stamp {
+        return format!(
+            "size {} and mtime {}",
+            s.size,
+            ui::rfc3339((s.mtime_s.max(0) as u64) * 1000 + u64::from(s.mtime_ns) / 1_000_000)
+        );
+    }
+    if let Some(l) = &seen.listing {
+        let left_out = if seen.unlisted.is_empty() {
+            String::new()
+        } else {
+            format!(" (without its {} output(s))", seen.unlisted.len())
+        };
+        return format!("entries {}{left_out}", ui::short(l));
+    }
+    match seen.kind {
+        SeenKind::Absent => "absence".to_owned(),
+        _ => "kind".to_owned(),
     }
 }

@@ -42,6 +42,8 @@ macro_rules! run_table {
             cache_failures: Option<Spanned<bool>>,
             cwd: Option<Spanned<bool>>,
             trace: Option<Spanned<String>>,
+            #[serde(default)]
+            trace_ignore: Vec<Spanned<String>>,
             $($(#[$ameta])* $after: $aty,)*
         }
 
@@ -60,6 +62,7 @@ macro_rules! run_table {
                     cache_failures: loc.boolean(&self.cache_failures),
                     cwd: loc.boolean(&self.cwd),
                     trace: loc.trace_mode(&self.trace)?,
+                    trace_ignore: loc.globs(&self.trace_ignore, "trace_ignore")?,
                 })
             }
         }
@@ -149,6 +152,16 @@ impl Located<'_> {
     }
     fn boolean(&self, s: &Option<Spanned<bool>>) -> Option<Setting<bool>> {
         s.as_ref().map(|v| self.setting(v, *v.get_ref()))
+    }
+    /// Glob patterns, each checked to compile (a bad one names its line).
+    fn globs(&self, list: &[Spanned<String>], key: &str) -> Result<Vec<String>> {
+        list.iter()
+            .map(|v| {
+                super::trace_ignore_glob(v.get_ref())
+                    .map_err(|e| self.error(v.span().start, &format!("`{key}`: {e}")))?;
+                Ok(v.get_ref().clone())
+            })
+            .collect()
     }
     fn trace_mode(
         &self,

@@ -123,8 +123,10 @@ pub struct RunSettings {
     pub cache_failures: Option<Setting<bool>>,
     /// `false` = leave the working directory out of the key.
     pub cwd: Option<Setting<bool>>,
-    /// `trace = "check" | "off"`.
+    /// `trace = "auto" | "check" | "off"`.
     pub trace: Option<Setting<crate::cli::TraceMode>>,
+    /// Globs of paths tracing leaves out of the key (relative ones: to the working directory).
+    pub trace_ignore: Vec<String>,
 }
 
 /// A `[[rule]]` table.
@@ -287,12 +289,20 @@ fn env_setting<T>(
     Ok(())
 }
 
+/// One `trace_ignore` pattern: `*` stays within a directory, `**` crosses them.
+pub fn trace_ignore_glob(pattern: &str) -> Result<globset::Glob, globset::Error> {
+    globset::GlobBuilder::new(pattern)
+        .literal_separator(true)
+        .build()
+}
+
 /// Lay `top` over `base`: lists accumulate, scalars present in `top` win.
 fn overlay(base: &mut RunSettings, top: RunSettings) {
     base.inputs.extend(top.inputs);
     base.outputs.extend(top.outputs);
     base.env.extend(top.env);
     base.tags.extend(top.tags);
+    base.trace_ignore.extend(top.trace_ignore);
     base.ttl = top.ttl.or(base.ttl.take());
     base.stale = top.stale.or(base.stale.take());
     base.namespace = top.namespace.or(base.namespace.take());

@@ -35,6 +35,8 @@ pub struct RunOptions {
     pub session: Option<String>,
     /// `--trace` over `trace` in config: whether a miss runs under the tracer.
     pub trace: crate::cli::TraceMode,
+    /// `trace_ignore` globs from config: observed paths they match are not keyed.
+    pub trace_ignore: Vec<String>,
     /// Where each matched rule was defined (for `cachectl config -- CMD` and `--explain`).
     pub matched_rules: Vec<String>,
 }
@@ -134,6 +136,7 @@ impl RunOptions {
             remote: cfg.remote(args.remote),
             session: args.session.clone(),
             trace: args.trace.or(s.trace.map(|t| t.value)).unwrap_or_default(),
+            trace_ignore: dedup(s.trace_ignore),
             matched_rules,
         })
     }

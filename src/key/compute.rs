@@ -114,6 +114,8 @@ pub fn compute_components(
         inputs,
         outputs: canonical(opts.outputs.iter().map(|o| encode_os(o.as_os_str()))),
         stdin,
+        traced: opts.trace == crate::cli::TraceMode::Auto,
+        observed: None,
     })
 }
 

@@ -15,6 +15,7 @@ pub mod compute;
 pub mod describe;
 pub mod glob;
 pub mod inputs;
+pub mod observed;
 pub mod statcache;
 
 use serde::{Deserialize, Serialize};
@@ -101,6 +102,19 @@ pub struct KeyComponents {
     pub outputs: Vec<String>,
     /// Digest of stdin with `--stdin`.
     pub stdin: Option<Digest>,
+    /// `--trace auto`: the key first looked up (the manifest's) and every entry's key carry it,
+    /// so that an `auto` lookup never hits an entry stored without tracing. Keyed only when
+    /// set: `off` and `check` keep the keys they always had.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub traced: bool,
+    /// What an `auto` run was observed to depend on (entries only; the key a manifest is found
+    /// under has none). Keyed only when present.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed: Option<observed::ObservedInputs>,
+}
+
+fn is_false(b: &bool) -> bool {
+    !b
 }
 
 /// Length-delimited canonical encoder feeding a blake3 hasher.
@@ -230,7 +244,48 @@ impl KeyComponents {
         let mut c = Canon::new("stdin");
         c.opt(self.stdin.as_deref());
         out.push(("stdin", c.finish()));
+
+        if self.traced {
+            let mut c = Canon::new("trace");
+            c.str("auto");
+            out.push(("trace", c.finish()));
+        }
+        if let Some(observed) = &self.observed {
+            let mut c = Canon::new("observed");
+            c.u64(observed.len() as u64);
+            for (path, seen) in observed {
+                c.str(path);
+                c.str(seen.kind.as_str());
+                c.opt(seen.link.as_deref());
+                c.opt(seen.content.as_deref());
+                match seen.stamp {
+                    None => c.u64(0),
+                    Some(s) => {
+                        c.u64(1);
+                        c.u64(s.size);
+                        c.u64(s.mtime_s as u64);
+                        c.u64(s.mtime_ns as u64);
+                    }
+                }
+                c.u64(seen.exec as u64);
+                c.opt(seen.listing.as_deref());
+                c.list(seen.unlisted.iter());
+            }
+            out.push(("observed", c.finish()));
+        }
         out
+    }
+
+    /// The key an `auto` run's manifest is found under: everything known before running.
+    pub fn manifest_key(&self) -> Digest {
+        if self.observed.is_none() {
+            return self.key();
+        }
+        KeyComponents {
+            observed: None,
+            ..self.clone()
+        }
+        .key()
     }
 
     /// The cache key: 64 hex characters.
@@ -287,6 +342,8 @@ mod tests {
             inputs,
             outputs: vec!["thumbs/img.png".to_owned()],
             stdin: None,
+            traced: false,
+            observed: None,
         }
     }
 
@@ -386,6 +443,13 @@ mod tests {
             Box::new(|k| k.stdin = Some(hex_digest(b""))),
             Box::new(|k| k.outputs.clear()),
             Box::new(|k| k.version += 1),
+            Box::new(|k| k.traced = true),
+            Box::new(|k| k.observed = Some(Default::default())),
+            Box::new(|k| {
+                let mut o = observed::ObservedInputs::new();
+                o.insert("a".into(), observed::Seen::absent());
+                k.observed = Some(o);
+            }),
         ];
         for edit in edits {
             let mut k = sample();

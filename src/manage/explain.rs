@@ -6,6 +6,7 @@ use crate::config::RunOptions;
 use crate::key::KeyComponents;
 use crate::paths::display_encoded;
 use crate::store::index::Index;
+use crate::store::manifest::Selection;
 use crate::store::{Lookup, Store};
 use anyhow::Result;
 use serde::Serialize;
@@ -69,7 +70,27 @@ pub fn explain(
         stdin,
     )?;
     let key = now.key();
-    let (hit, verdict) = match store.map(|s| s.lookup(&key)).transpose()? {
+    // `--trace auto`: the key names a manifest, whose matching candidate names the entry.
+    let (entry, no_match) = match (now.traced, store) {
+        (true, Some(s)) => match s.select(&key, cwd)? {
+            Selection::Entry(e) => (Some(e), None),
+            Selection::NoMatch(why) => (None, Some(why)),
+            Selection::Missing => (None, None),
+            Selection::Corrupt(e) => (
+                None,
+                Some(format!(
+                    "the manifest was corrupt ({e}) and has been dropped"
+                )),
+            ),
+        },
+        _ => (Some(key.clone()), None),
+    };
+    let found = match (&entry, store) {
+        (Some(e), Some(s)) => Some(s.lookup(e)?),
+        _ => None,
+    };
+    let (hit, verdict) = match found {
+        None if no_match.is_some() => (false, format!("miss: {}", no_match.unwrap_or_default())),
         None | Some(Lookup::Missing) => (false, "miss: no entry for this key".to_owned()),
         Some(Lookup::Corrupt(e)) => (
             false,
@@ -83,6 +104,11 @@ pub fn explain(
                 (
                     true,
                     "hit (stale: a run would serve it and refresh it in the background)".to_owned(),
+                )
+            } else if now.traced {
+                (
+                    true,
+                    format!("hit (entry {})", crate::ui::short(&d.record.key)),
                 )
             } else {
                 (true, "hit".to_owned())

@@ -69,7 +69,12 @@ pub fn advise(
             .unwrap_or(text)
     };
     let mut advice = Advice {
-        untraceable: observed.untraceable.iter().cloned().collect(),
+        untraceable: observed
+            .not_traced
+            .iter()
+            .chain(&observed.untraceable)
+            .cloned()
+            .collect(),
         ..Advice::default()
     };
     if observed.outlived {
@@ -86,7 +91,8 @@ pub fn advise(
         }
         let under_cwd = path.starts_with(cwd) && path != cwd;
         // What the run read before changing it (`sed -i`, an append) is an input too.
-        if (a.read || a.executed) && a.changed() && !inputs.contains(&path) && under_cwd {
+        let kept = a.read || a.executed || a.digest_before_change.is_some();
+        if kept && a.changed() && !inputs.contains(&path) && under_cwd {
             if std::fs::symlink_metadata(&path).is_err() {
                 advice.inputs.push(format!(
                     "-i {} (read, then removed by the command)",

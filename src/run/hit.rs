@@ -5,6 +5,7 @@
 //! [`KeyLock`], and storing a result consumes it (see [`super::store`]), so no code path can
 //! store without holding the lock.
 
+use super::auto::{self, Selected};
 use super::fault::{self, Fault};
 use super::policy::policy_miss;
 use super::report::{self, format_ms};
@@ -51,30 +52,46 @@ enum HitResult {
     Miss(&'static str),
 }
 
+/// The key of the entry to serve: the job's own, or for `--trace auto` the entry of the first
+/// manifest candidate whose observed inputs all match (`Err`: why there is none).
+fn entry_key(job: &Job) -> Result<String, String> {
+    if !job.components.traced {
+        return Ok(job.key.clone());
+    }
+    match auto::select(job) {
+        Selected::Entry(entry) => Ok(entry),
+        Selected::Miss(why) => Err(why),
+    }
+}
+
 /// Look the job's key up locally, then (after taking its lock) again and in the remote tier.
 pub(super) fn lookup(job: &Job) -> Lookup {
     let (opts, store, key) = (job.opts, &job.store, job.key.as_str());
-    let why_miss = if job.force {
-        "forced"
+    let why_miss: String = if job.force {
+        "forced".to_owned()
     } else {
-        match try_hit(job) {
-            HitResult::Served(code) => {
-                report::explain(opts, &job.components, key, "hit");
-                return Lookup::Hit(code);
-            }
-            HitResult::Stale(code, d) => {
-                report::explain(
-                    opts,
-                    &job.components,
-                    key,
-                    "hit (stale: refreshing in the background)",
-                );
-                background::refresh(store, &d, job.stdin.as_ref());
-                return Lookup::Hit(code);
-            }
-            HitResult::Miss(why) => why,
+        match entry_key(job).map(|entry| try_hit(job, &entry)) {
+            Err(why) => why,
+            Ok(found) => match found {
+                HitResult::Served(code) => {
+                    report::explain(opts, &job.components, key, "hit");
+                    return Lookup::Hit(code);
+                }
+                HitResult::Stale(code, d) => {
+                    report::explain(
+                        opts,
+                        &job.components,
+                        key,
+                        "hit (stale: refreshing in the background)",
+                    );
+                    background::refresh(store, &d, job.stdin.as_ref());
+                    return Lookup::Hit(code);
+                }
+                HitResult::Miss(why) => why.to_owned(),
+            },
         }
     };
+    let why_miss = why_miss.as_str();
     if opts.no_store {
         note_miss(job, why_miss);
         return Lookup::Uncached;
@@ -91,7 +108,8 @@ pub(super) fn lookup(job: &Job) -> Lookup {
             // and the entry would only be counted twice.)
             if !job.force
                 && why_miss != RESTORE_CONFLICT
-                && let HitResult::Served(code) = try_hit(job)
+                && let Ok(entry) = entry_key(job)
+                && let HitResult::Served(code) = try_hit(job, &entry)
             {
                 report::explain(
                     opts,
@@ -132,12 +150,18 @@ pub(super) fn lookup(job: &Job) -> Lookup {
         .remote
         .as_ref()
         .is_some_and(|r| r.mode == crate::remote::Mode::Rw);
+    // (`--trace auto` entries are found through manifests, which the remote tier does not
+    // carry yet: such runs neither fetch nor upload.)
+    if job.components.traced {
+        upload = false;
+    }
     if !job.force
+        && !job.components.traced
         && let Some(remote) = &opts.remote
     {
         match remote::fetch(opts, store, key, remote) {
             remote::Fetched::Stored => {
-                if let HitResult::Served(code) | HitResult::Stale(code, _) = try_hit(job) {
+                if let HitResult::Served(code) | HitResult::Stale(code, _) = try_hit(job, key) {
                     report::explain(
                         opts,
                         &job.components,
@@ -162,7 +186,12 @@ fn note_miss(job: &Job, why: &str) {
     let (opts, key) = (job.opts, &job.key);
     report::explain(opts, &job.components, key, &format!("miss ({why})"));
     if opts.verbose {
-        crate::note!("cachectl: miss {}", &key[..12]);
+        // (`auto`: which observed input changed, the first of the newest stored run's.)
+        if job.components.traced && why.starts_with("input ") {
+            crate::note!("cachectl: miss {} ({why})", &key[..12]);
+        } else {
+            crate::note!("cachectl: miss {}", &key[..12]);
+        }
     }
     fault::journal(
         &job.store,
@@ -175,9 +204,9 @@ fn note_miss(job: &Job, why: &str) {
     );
 }
 
-/// Look the key up and, if a fresh entry verifies, replay it.
-fn try_hit(job: &Job) -> HitResult {
-    let (opts, store, key) = (job.opts, &job.store, job.key.as_str());
+/// Look the entry `key` up and, if a fresh entry verifies, replay it.
+fn try_hit(job: &Job, key: &str) -> HitResult {
+    let (opts, store) = (job.opts, &job.store);
     let looked = store.lookup_for_hit(key);
     tracing::debug!(key, found = matches!(looked, Ok(Found::Found(_))), "lookup");
     let d = match looked {

@@ -15,6 +15,7 @@
 //! | detached refreshes and auto-gc | [`background`] |
 //! | `-v` and `--explain` | [`report`] |
 
+mod auto;
 mod background;
 mod check;
 pub mod fault;
@@ -51,7 +52,8 @@ pub fn run(opts: &RunOptions, root: Option<PathBuf>, cwd: &Path) -> i32 {
         Lookup::Miss(miss) => miss,
         Lookup::Uncached => return run_plain(opts, cwd, job.stdin()),
     };
-    let trace = opts.trace == crate::cli::TraceMode::Check;
+    let trace = opts.trace != crate::cli::TraceMode::Off;
+    let started = auto::coarse_now();
     match exec::run_captured(
         &opts.argv,
         cwd,
@@ -60,10 +62,10 @@ pub fn run(opts: &RunOptions, root: Option<PathBuf>, cwd: &Path) -> i32 {
         trace,
     ) {
         Ok(captured) => {
-            if trace {
+            if opts.trace == crate::cli::TraceMode::Check {
                 report_check(&job, &captured);
             }
-            store::finish(job, miss, captured)
+            store::finish(job, miss, captured, started)
         }
         Err(e) => {
             crate::note!("{}", e.message());

@@ -79,6 +79,14 @@ pub enum NotStored {
     MissingOutput,
     /// Larger, once stored, than `max_entry_size`.
     TooLarge,
+    /// `--trace auto`, and the command could not be traced (ptrace refused, no tracer on this
+    /// platform): an untraced result could be a wrong hit later.
+    Untraced,
+    /// `--trace auto`, and the command used what tracing cannot see (io_uring, a 32-bit call),
+    /// or left a process running.
+    Untraceable,
+    /// `--trace auto`, and a file the command read changed while it ran.
+    TracedInputChanged,
 }
 
 impl NotStored {
@@ -92,6 +100,9 @@ impl NotStored {
             NotStored::InputChanged => "input_changed",
             NotStored::MissingOutput => "missing_output",
             NotStored::TooLarge => "too_large",
+            NotStored::Untraced => "untraced",
+            NotStored::Untraceable => "untraceable",
+            NotStored::TracedInputChanged => "traced_input_changed",
         }
     }
 
@@ -106,8 +117,11 @@ impl NotStored {
             }
             NotStored::CaptureFailed => "the output could not be captured in full",
             NotStored::InputChanged => "an input changed while the command ran",
-            NotStored::MissingOutput => "a declared output is missing",
+            NotStored::MissingOutput => "an output is missing or cannot be stored",
             NotStored::TooLarge => "larger than max_entry_size",
+            NotStored::Untraced => "the command could not be traced",
+            NotStored::Untraceable => "the command did what tracing cannot see",
+            NotStored::TracedInputChanged => "a file it read changed while it ran",
         }
     }
 }
@@ -163,6 +177,9 @@ mod tests {
             NotStored::InputChanged,
             NotStored::MissingOutput,
             NotStored::TooLarge,
+            NotStored::Untraced,
+            NotStored::Untraceable,
+            NotStored::TracedInputChanged,
         ];
         let names: Vec<&str> = all.iter().map(|r| r.as_str()).collect();
         assert_eq!(
@@ -175,7 +192,10 @@ mod tests {
                 "capture_failed",
                 "input_changed",
                 "missing_output",
-                "too_large"
+                "too_large",
+                "untraced",
+                "untraceable",
+                "traced_input_changed"
             ]
         );
     }

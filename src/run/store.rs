@@ -3,6 +3,7 @@
 //! Storing needs the key's lock: [`store_result`] takes the [`KeyLock`] that only a
 //! [`super::hit::Lookup::Miss`] carries, and releases it when the record is written.
 
+use super::auto::{self, Traced};
 use super::fault::{self, Fault};
 use super::hit::Miss;
 use super::policy::{self, NotStored};
@@ -16,13 +17,14 @@ use crate::paths::encode_os;
 use crate::store::StoreStatCaches;
 use crate::store::journal::Event;
 use crate::store::lock::KeyLock;
+use crate::store::manifest::Candidate;
 use crate::store::record::{Record, StreamRef};
 use crate::warn;
 use anyhow::{Context, Result};
 
 /// The end of a miss: report what the command's output lost, store the result unless it must
 /// not be, upload it. Returns the exit code to report.
-pub(super) fn finish(mut job: Job, miss: Miss, captured: Captured) -> i32 {
+pub(super) fn finish(mut job: Job, miss: Miss, captured: Captured, started: (i64, i64)) -> i32 {
     let opts = job.opts;
     let mut code = captured.outcome.exit_code();
     if let Some(exec::Gap::WriteFailed(e)) = &captured.gap {
@@ -62,8 +64,31 @@ pub(super) fn finish(mut job: Job, miss: Miss, captured: Captured) -> i32 {
         log_not_stored(&job, reason, captured.duration_ms);
         return code;
     }
+    let traced = if job.components.traced {
+        match auto::judge(&job, captured.trace.as_ref(), started) {
+            Ok(t) => Some(t),
+            Err(r) => {
+                if r.reason == NotStored::Untraced {
+                    warn::once(
+                        "trace",
+                        format_args!(
+                            "cannot trace the command ({}), so its result is not stored; fix: --trace off with -i/-o keys it by what is declared",
+                            r.why
+                        ),
+                    );
+                }
+                if opts.verbose {
+                    crate::note!("cachectl: not stored ({}: {})", r.reason.why(), r.why);
+                }
+                log_not_stored(&job, r.reason, captured.duration_ms);
+                return code;
+            }
+        }
+    } else {
+        None
+    };
     let components = std::mem::take(&mut job.components);
-    match store_result(&job, components, miss.lock, captured) {
+    match store_result(&job, components, miss.lock, captured, traced) {
         Ok(true) => {
             if miss.upload
                 && let Some(remote) = &opts.remote
@@ -100,30 +125,58 @@ fn log_not_stored(job: &Job, reason: NotStored, duration_ms: u64) {
 /// a declared output made the result uncacheable (warned about and counted).
 fn store_result(
     job: &Job,
-    components: KeyComponents,
+    mut components: KeyComponents,
     _lock: KeyLock,
     mut c: Captured,
+    traced: Option<Traced>,
 ) -> Result<bool> {
-    let (opts, store, key) = (job.opts, &job.store, job.key.as_str());
+    let (opts, store) = (job.opts, &job.store);
+    // An `auto` entry's key adds what the run was observed to depend on.
+    let key = match &traced {
+        Some(t) => {
+            components.observed = Some(t.inputs.clone());
+            components.key()
+        }
+        None => job.key.clone(),
+    };
+    let key = key.as_str();
     let level = opts.compression_level;
     let mut bytes = 0;
     // Held until the record is written (see Store::blob_lock).
     let _blobs = store.blob_lock(false)?;
-    let outputs = if c.outcome == Outcome::Exited(0) {
-        match outputs::collect(store, job.cwd, &opts.outputs, level)? {
-            Collected::Stored { entries, bytes: b } => {
-                bytes += b;
-                entries
+    let mut outputs = Vec::new();
+    if c.outcome == Outcome::Exited(0) {
+        let observed = match &traced {
+            Some(t) => {
+                // What the declared outputs already hold is not stored twice.
+                let declared: Vec<&std::path::Path> =
+                    opts.outputs.iter().map(|p| p.as_path()).collect();
+                t.outputs
+                    .iter()
+                    .filter(|o| !declared.iter().any(|d| o.starts_with(d)))
+                    .cloned()
+                    .collect()
             }
-            Collected::Uncacheable(why) => {
-                warn::once("output", format_args!("{why}; not stored"));
-                log_not_stored(job, NotStored::MissingOutput, c.duration_ms);
-                return Ok(false);
+            None => Vec::new(),
+        };
+        for found in [
+            outputs::collect(store, job.cwd, &opts.outputs, level)?,
+            outputs::collect_observed(store, job.cwd, &observed, level)?,
+        ] {
+            match found {
+                Collected::Stored { entries, bytes: b } => {
+                    bytes += b;
+                    outputs.extend(entries);
+                }
+                Collected::Uncacheable(why) => {
+                    warn::once("output", format_args!("{why}; not stored"));
+                    log_not_stored(job, NotStored::MissingOutput, c.duration_ms);
+                    return Ok(false);
+                }
             }
         }
-    } else {
-        Vec::new()
-    };
+        outputs.sort_by(|a, b| a.path.cmp(&b.path));
+    }
     let mut stream_ref = |s: &mut Spool| -> Result<StreamRef> {
         if s.inline().is_some() {
             return Ok(StreamRef {
@@ -184,12 +237,27 @@ fn store_result(
         chunks: std::mem::take(&mut c.chunks),
         outputs,
         components,
+        side_effects: traced
+            .as_ref()
+            .map(|t| t.side_effects.clone())
+            .unwrap_or_default(),
     };
     bytes += store.write_record(
         &record,
         c.stdout.inline().unwrap_or_default(),
         c.stderr.inline().unwrap_or_default(),
     )?;
+    if let Some(t) = traced {
+        // The manifest last: the entry it points at is complete.
+        bytes += store.add_candidate(
+            &job.key,
+            Candidate {
+                entry: key.to_owned(),
+                created_ms: record.created_ms,
+                inputs: t.inputs,
+            },
+        )?;
+    }
     let fold_due = fault::journal(
         store,
         &Event::Store {

@@ -18,6 +18,8 @@ pub enum Item {
     Records,
     /// `cas-v1/ab/<digest>`: blobs named by the blake3 of their content.
     Blobs,
+    /// `mf-v1/ab/<key>`: manifests of `--trace auto` commands (observed-input sets → entries).
+    Manifests,
     /// `stat-v1/ab/<id>`: stat caches of input patterns and executables.
     StatCaches,
     /// `locks-v1/ab/<key>` (and `<key>.refresh`): per-key flock files.
@@ -44,11 +46,12 @@ pub enum Item {
 
 impl Item {
     /// Every item, for the documentation test and for tools that list the layout.
-    pub const ALL: [Item; 15] = [
+    pub const ALL: [Item; 16] = [
         Item::CachedirTag,
         Item::Gitignore,
         Item::Records,
         Item::Blobs,
+        Item::Manifests,
         Item::StatCaches,
         Item::KeyLocks,
         Item::Tmp,
@@ -69,6 +72,7 @@ impl Item {
             Item::Gitignore => ".gitignore",
             Item::Records => "ac-v1",
             Item::Blobs => "cas-v1",
+            Item::Manifests => "mf-v1",
             Item::StatCaches => "stat-v1",
             Item::KeyLocks => "locks-v1",
             Item::Tmp => "tmp",

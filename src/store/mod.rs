@@ -5,6 +5,7 @@
 //! ├── CACHEDIR.TAG, .gitignore   so backup tools and git leave the cache alone
 //! ├── ac-v1/ab/<key>             one record per key (record.rs), checksummed
 //! ├── cas-v1/ab/<digest>         zstd blobs named by blake3 of their content (cas.rs)
+//! ├── mf-v1/ab/<key>             manifests of `--trace auto` commands (manifest.rs)
 //! ├── stat-v1/ab/<id>            stat caches for input patterns and executables (key/statcache.rs)
 //! ├── locks-v1/ab/<key>          per-key flock files (lock.rs)
 //! ├── tmp/                       temp files, renamed into place (same filesystem)
@@ -32,6 +33,7 @@ pub mod index;
 pub mod journal;
 pub mod layout;
 pub mod lock;
+pub mod manifest;
 pub mod record;
 
 use crate::fsutil::{self, fanout};

@@ -77,6 +77,10 @@ pub struct Record<C = KeyComponents> {
     pub chunks: Vec<u64>,
     pub outputs: Vec<OutputEntry>,
     pub components: C,
+    /// `--trace auto`: paths outside the working directory (and the temp dir) the run wrote,
+    /// encoded. A hit does not write them again; `show` lists them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub side_effects: Vec<String>,
 }
 
 /// A record as the hit path reads it: the key components are checked to be well-formed JSON
@@ -210,7 +214,10 @@ pub(crate) mod tests {
                 inputs: BTreeMap::new(),
                 outputs: vec![],
                 stdin: None,
+                traced: false,
+                observed: None,
             },
+            side_effects: vec![],
         }
     }
 
@@ -281,6 +288,7 @@ pub(crate) mod tests {
             stderr,
             chunks,
             outputs,
+            side_effects,
         } = hit.record;
         let skipped = Record {
             key,
@@ -296,6 +304,7 @@ pub(crate) mod tests {
             chunks,
             outputs,
             components: full.record.components.clone(),
+            side_effects,
         };
         assert_eq!(skipped, full.record);
         assert_eq!(hit.inline_stdout, full.inline_stdout);

@@ -28,8 +28,9 @@ pub struct Access {
     /// The run removed it (or renamed it away).
     #[serde(default, skip_serializing_if = "is_false")]
     pub removed: bool,
-    /// For a file read and then changed by the run (`sed -i`): the blake3 digest of its content
-    /// just before the change, what the run read.
+    /// For a file read and then changed by the run (`sed -i`), or opened to be written in
+    /// place (`>>`): the blake3 digest of its content just before the change, what the run read
+    /// or kept.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub digest_before_change: Option<String>,
 }
@@ -60,6 +61,10 @@ pub struct Observed {
     /// descriptor whose path cannot be read): a run with any is not completely traced.
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub untraceable: BTreeSet<String>,
+    /// The command ran without being traced at all (ptrace or the seccomp filter was refused:
+    /// cachectl is itself traced, or a container forbids it), and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_traced: Option<String>,
     /// A process of the run was still running when the command's own process ended: what it
     /// does after that is not traced.
     #[serde(default, skip_serializing_if = "is_false")]
@@ -90,8 +95,8 @@ impl Observed {
             Op::Probe if before_change => a.probed = true,
             Op::List if before_change => a.listed = true,
             Op::Read | Op::Exec | Op::Probe | Op::List => {}
-            Op::Write | Op::Remove | Op::Create => {
-                if before_change && a.read {
+            Op::Write | Op::Modify | Op::Remove | Op::Create => {
+                if before_change && (a.read || op == Op::Modify) {
                     a.digest_before_change = digest(&path);
                 }
                 if op != Op::Remove {
@@ -136,6 +141,10 @@ mod tests {
         let conf = &o.paths[Path::new("/w/conf")];
         assert!(conf.read && conf.written);
         assert_eq!(conf.digest_before_change.as_deref(), Some("d1"));
+        o.record(p("/w/log"), Op::Modify, |_| Some("old".into()));
+        let log = &o.paths[Path::new("/w/log")];
+        assert!(log.written && !log.read);
+        assert_eq!(log.digest_before_change.as_deref(), Some("old"));
         assert!(!o.paths.contains_key(Path::new("/proc/self/maps")));
     }
 }

@@ -18,6 +18,9 @@ pub enum Op {
     Probe,
     /// Opened for writing, truncated, the target of a rename, or its metadata changed.
     Write,
+    /// Opened for writing only, keeping what is there (`>>`, `O_WRONLY` without `O_TRUNC`):
+    /// what it leaves holds the old content, which the process itself cannot read.
+    Modify,
     /// Created where nothing may be (mkdir, mknod, symlink, link, `O_CREAT|O_EXCL`): a write if
     /// the path is free at the call, else only a look (the call fails, or `mkdir -p` goes on).
     Create,
@@ -194,6 +197,9 @@ pub fn open_ops(flags: u64) -> &'static [Op] {
     if flags & libc::O_TRUNC != 0 && (writing || flags & libc::O_CREAT != 0) {
         return &[Write];
     }
+    if flags & libc::O_ACCMODE == libc::O_WRONLY {
+        return &[Modify];
+    }
     if writing || flags & libc::O_CREAT != 0 {
         return &[Read, Write];
     }
@@ -217,12 +223,13 @@ mod tests {
     fn open_flags() {
         assert_eq!(open_ops(libc::O_RDONLY as u64), [Read]);
         assert_eq!(open_ops((libc::O_RDONLY | libc::O_CLOEXEC) as u64), [Read]);
-        assert_eq!(
-            open_ops((libc::O_WRONLY | libc::O_CREAT) as u64),
-            [Read, Write]
-        );
+        assert_eq!(open_ops((libc::O_WRONLY | libc::O_CREAT) as u64), [Modify]);
         assert_eq!(
             open_ops((libc::O_WRONLY | libc::O_CREAT | libc::O_APPEND) as u64),
+            [Modify]
+        );
+        assert_eq!(
+            open_ops((libc::O_RDWR | libc::O_CREAT | libc::O_APPEND) as u64),
             [Read, Write]
         );
         assert_eq!(

@@ -212,9 +212,7 @@ pub fn run(argv: &[OsString], report: OwnedFd) -> i32 {
         )
     } == 0;
     if !seized {
-        observed
-            .untraceable
-            .insert(format!("ptrace: {}", io::Error::last_os_error()));
+        observed.not_traced = Some(format!("ptrace: {}", io::Error::last_os_error()));
     }
     crate::signals::register_child(pid as u32);
     let go = if seized { GO_TRACED } else { GO_UNTRACED };
@@ -371,9 +369,7 @@ fn send(fd: OwnedFd, status: i32, err_r: &OwnedFd, mut observed: Observed) {
         let e = i32::from_ne_bytes([msg[1], msg[2], msg[3], msg[4]]);
         match msg[0] {
             FILTER_FAILED => {
-                observed
-                    .untraceable
-                    .insert(format!("seccomp: {}", io::Error::from_raw_os_error(e)));
+                observed.not_traced = Some(format!("seccomp: {}", io::Error::from_raw_os_error(e)));
             }
             EXEC_FAILED => exec_errno = Some(e),
             _ => {}

@@ -122,7 +122,9 @@ impl WarmReport {
 
 fn key_of(store: &Store, c: &WarmCommand) -> anyhow::Result<(String, bool)> {
     let components = compute_components(&c.opts, &c.cwd, &StoreStatCaches(Some(store)), None)?;
-    let key = components.key();
+    let Some(key) = store.entry_for(&components, &c.cwd)? else {
+        return Ok((components.key(), false));
+    };
     let cached = match store.lookup_for_hit(&key)? {
         Lookup::Found(d) => policy_miss(&c.opts, &d.record).is_none(),
         _ => false,
@@ -463,7 +465,10 @@ fn results_template(c: &WarmCommand, ms: u64, code: i32) -> CommandResult {
 fn key_after(store: &Store, c: &WarmCommand) -> Option<(String, Option<(u64, u64)>)> {
     let components =
         compute_components(&c.opts, &c.cwd, &StoreStatCaches(Some(store)), None).ok()?;
-    let key = components.key();
+    let key = match store.entry_for(&components, &c.cwd).ok()? {
+        Some(key) => key,
+        None => return Some((components.key(), None)),
+    };
     let entry = match store.lookup_for_hit(&key) {
         Ok(Lookup::Found(d)) => Some((d.record.created_ms, d.record.duration_ms)),
         _ => None,

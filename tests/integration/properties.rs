@@ -13,6 +13,7 @@
 //! Properties that found a cachectl bug (docs/reliability.md, BUG-9 and BUG-10) run like the rest.
 
 use cachectl::config::{Config, RunOptions, Source};
+use cachectl::key::observed::{FileStamp, Seen, SeenKind};
 use cachectl::key::{ExeCheck, ExeIdentity, InputKind, InputState, KeyComponents};
 use cachectl::store::journal::{self, Event};
 use cachectl::store::record::{self, OutputEntry, OutputKind, Record, StreamRef};
@@ -458,6 +459,10 @@ fn components() -> impl Strategy<Value = KeyComponents> {
             prop::collection::vec(text(10), 0..3),
             prop::option::of(digest()),
         ),
+        (
+            any::<bool>(),
+            prop::option::of(prop::collection::btree_map(text(10), seen(), 0..3)),
+        ),
     )
         .prop_map(
             |(
@@ -466,6 +471,7 @@ fn components() -> impl Strategy<Value = KeyComponents> {
                 (env_patterns, env),
                 (input_patterns, inputs),
                 (outputs, stdin),
+                (traced, observed),
             )| KeyComponents {
                 version,
                 namespace,
@@ -479,8 +485,44 @@ fn components() -> impl Strategy<Value = KeyComponents> {
                 inputs,
                 outputs,
                 stdin,
+                traced,
+                observed,
             },
         )
+}
+
+/// An observed input's state: absent, a file by content or by size and mtime, a listed
+/// directory, a rewritten file.
+fn seen() -> BoxedStrategy<Seen> {
+    prop_oneof![
+        Just(Seen::absent()),
+        digest().prop_map(Seen::rewritten),
+        (digest(), any::<bool>(), prop::option::of(text(6))).prop_map(|(d, exec, link)| {
+            Seen {
+                kind: SeenKind::File,
+                content: Some(d),
+                exec,
+                link,
+                ..Seen::absent()
+            }
+        }),
+        (any::<u64>(), any::<i64>(), any::<u32>()).prop_map(|(size, mtime_s, mtime_ns)| Seen {
+            kind: SeenKind::File,
+            stamp: Some(FileStamp {
+                size,
+                mtime_s,
+                mtime_ns
+            }),
+            ..Seen::absent()
+        }),
+        (digest(), prop::collection::vec(text(6), 0..2)).prop_map(|(d, unlisted)| Seen {
+            kind: SeenKind::Dir,
+            listing: Some(d),
+            unlisted,
+            ..Seen::absent()
+        }),
+    ]
+    .boxed()
 }
 
 /// What the key depends on: everything except the executable's displayed path.
@@ -684,6 +726,7 @@ fn record_and_streams() -> impl Strategy<Value = (Record, Vec<u8>, Vec<u8>)> {
                     chunks,
                     outputs,
                     components,
+                    side_effects: Vec::new(),
                 };
                 (rec, inline_out, inline_err)
             },

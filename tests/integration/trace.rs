@@ -279,7 +279,7 @@ fn trace_mode_comes_from_the_variable_and_the_config() {
         stderr_of(&a)
     );
     assert!(
-        stderr_of(&a).contains("CACHECTL_TRACE=\"sometimes\": not one of check, off"),
+        stderr_of(&a).contains("CACHECTL_TRACE=\"sometimes\": not one of auto, check, off"),
         "{}",
         stderr_of(&a)
     );

@@ -1,0 +1,276 @@
+//! `--trace auto`: the lookup through the command's manifest, and, after a traced miss, what
+//! the run depended on (its observed inputs) and what it produced (its observed outputs).
+//!
+//! The job's key is the manifest's: everything known before running. Each stored run adds a
+//! candidate to it (see [`crate::store::manifest`]); the entry's own key adds the observed
+//! inputs to the manifest's components, so an entry names everything it was made from and the
+//! remote tier can check it like any other.
+
+use super::Job;
+use super::fault::{self, Fault};
+use super::policy::NotStored;
+use crate::key::observed::{Ignore, ObservedInputs, Recipe, Seen, SeenKind, key_path};
+use crate::store::manifest::Selection;
+use crate::trace::{Access, Observed};
+use crate::warn;
+use std::collections::{BTreeMap, BTreeSet};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+/// What the manifest says about this run.
+pub(super) enum Selected {
+    /// Every observed input of this entry's run is as it was.
+    Entry(String),
+    /// No candidate matches: why (for `-v` and `--explain`).
+    Miss(String),
+}
+
+/// Check the manifest's candidates, newest first, against the file system now.
+pub(super) fn select(job: &Job) -> Selected {
+    let store = &job.store;
+    match store.select(&job.key, job.cwd) {
+        Ok(Selection::Entry(entry)) => Selected::Entry(entry),
+        Ok(Selection::NoMatch(why)) => Selected::Miss(why),
+        Ok(Selection::Missing) => Selected::Miss("no entry".to_owned()),
+        Ok(Selection::Corrupt(e)) => {
+            fault::report(
+                Some(store),
+                Fault::Corrupt,
+                warn::CACHE,
+                format_args!("dropped a corrupt manifest ({e}); running the command"),
+            );
+            Selected::Miss("corrupt manifest".to_owned())
+        }
+        Err(e) => {
+            fault::report(
+                Some(store),
+                Fault::Read,
+                warn::CACHE,
+                format_args!("cannot read the cache: {e}; running the command"),
+            );
+            Selected::Miss("unreadable manifest".to_owned())
+        }
+    }
+}
+
+/// What a traced run depended on and produced.
+pub(super) struct Traced {
+    pub inputs: ObservedInputs,
+    /// Paths under the working directory it created or wrote and left there (relative).
+    pub outputs: Vec<PathBuf>,
+    /// Paths outside the working directory and the temp dir it wrote: a hit does not write
+    /// them again.
+    pub side_effects: Vec<String>,
+}
+
+/// Why a traced run is not stored.
+pub(super) struct Refused {
+    pub reason: NotStored,
+    pub why: String,
+}
+
+fn refused(reason: NotStored, why: String) -> Refused {
+    Refused { reason, why }
+}
+
+/// The coarse wall clock, as the kernel stamps files with it: a file changed after this moment
+/// has an mtime or ctime at or after it.
+// (`time_t` and `c_long` are not i64 everywhere.)
+#[allow(clippy::unnecessary_cast)]
+pub(super) fn coarse_now() -> (i64, i64) {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    #[cfg(target_os = "linux")]
+    let clock = libc::CLOCK_REALTIME_COARSE;
+    #[cfg(not(target_os = "linux"))]
+    let clock = libc::CLOCK_REALTIME;
+    // SAFETY: clock_gettime writes one timespec we own.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    (ts.tv_sec as i64, ts.tv_nsec as i64)
+}
+
+/// Judge a traced run: its observed inputs as they are now (refused if one changed while it
+/// ran), its outputs and its side effects. `started` is [`coarse_now`] before it started.
+pub(super) fn judge(
+    job: &Job,
+    trace: Option<&Result<Observed, String>>,
+    started: (i64, i64),
+) -> Result<Traced, Refused> {
+    let observed = match trace {
+        Some(Ok(o)) => o,
+        Some(Err(why)) => return Err(refused(NotStored::Untraced, why.clone())),
+        None => {
+            return Err(refused(
+                NotStored::Untraced,
+                "the command was not traced".to_owned(),
+            ));
+        }
+    };
+    if let Some(why) = &observed.not_traced {
+        return Err(refused(NotStored::Untraced, why.clone()));
+    }
+    if !observed.untraceable.is_empty() {
+        let list: Vec<&str> = observed.untraceable.iter().map(String::as_str).collect();
+        return Err(refused(NotStored::Untraceable, list.join(", ")));
+    }
+    if observed.outlived {
+        return Err(refused(
+            NotStored::Untraceable,
+            "a process it started was still running when it ended".to_owned(),
+        ));
+    }
+    let cwd = job.cwd;
+    let skip = Skip::new(job);
+    // (As the command sees it: TMPDIR, else /tmp.)
+    let temp = std::env::temp_dir();
+    let exists = |p: &Path| std::fs::symlink_metadata(p).is_ok();
+    let mut outputs = Vec::new();
+    let mut side_effects = Vec::new();
+    // Directory → names of the run's outputs in it; directories whose entries the run changed.
+    let mut made: BTreeMap<&Path, Vec<String>> = BTreeMap::new();
+    let mut changed_dirs: BTreeSet<&Path> = BTreeSet::new();
+    for (abs, a) in &observed.paths {
+        if skip.skips(abs, cwd) || !a.changed() {
+            continue;
+        }
+        if let Some(parent) = abs.parent() {
+            changed_dirs.insert(parent);
+        }
+        if !a.written || !exists(abs) {
+            continue;
+        }
+        match abs.strip_prefix(cwd) {
+            Ok(rel) if !rel.as_os_str().is_empty() => {
+                outputs.push(rel.to_path_buf());
+                if let (Some(parent), Some(name)) = (abs.parent(), abs.file_name()) {
+                    made.entry(parent)
+                        .or_default()
+                        .push(crate::paths::encode_os(name));
+                }
+            }
+            Ok(_) => {}
+            Err(_) if abs.starts_with(&temp) => {}
+            Err(_) => side_effects.push(crate::paths::encode_os(abs.as_os_str())),
+        }
+    }
+    let mut cache = job.store.manifest_stat_cache(&job.key);
+    let mut inputs = ObservedInputs::new();
+    for (abs, a) in &observed.paths {
+        if skip.skips(abs, cwd) {
+            continue;
+        }
+        let key = key_path(abs, cwd);
+        if let Some(seen) = changed_input(abs, cwd, a, &exists)? {
+            inputs.insert(key, seen);
+            continue;
+        }
+        if a.changed() || !a.is_input() {
+            continue;
+        }
+        let recipe = Recipe {
+            content: a.read || a.executed,
+            stamp: a.probed && !(a.read || a.executed),
+            listing: a
+                .listed
+                .then(|| made.get(abs.as_path()).cloned().unwrap_or_default()),
+            rewritten: false,
+        };
+        let seen = Seen::look(abs, &recipe, &mut cache).map_err(|e| {
+            refused(
+                NotStored::Untraceable,
+                format!("cannot look at {} again: {e}", abs.display()),
+            )
+        })?;
+        let watched = match seen.kind {
+            SeenKind::File => true,
+            SeenKind::Dir => seen.listing.is_some() && !changed_dirs.contains(abs.as_path()),
+            _ => false,
+        };
+        if watched && touched_since(abs, started) {
+            return Err(refused(
+                NotStored::TracedInputChanged,
+                format!("{} changed while the command ran", abs.display()),
+            ));
+        }
+        inputs.insert(key, seen);
+    }
+    if job.store.tmp.is_dir() {
+        cache.save(&job.store.tmp);
+    }
+    Ok(Traced {
+        inputs,
+        outputs,
+        side_effects,
+    })
+}
+
+/// The key's state of a path the run changed: a file it read first is keyed by what it read
+/// (`sed -i`); one it removed without having written it is keyed as absent (a hit cannot
+/// remove it, so it may only be served where the path is already gone). `None`: not an input
+/// (its outputs and temporaries), or not changed.
+fn changed_input(
+    abs: &Path,
+    cwd: &Path,
+    a: &Access,
+    exists: &dyn Fn(&Path) -> bool,
+) -> Result<Option<Seen>, Refused> {
+    if !a.changed() {
+        return Ok(None);
+    }
+    if a.written {
+        // Kept content the run did not read (`>>`) matters only for an output, which a hit
+        // restores whole: outside the working directory it is a side effect.
+        let kept = a.read || abs.starts_with(cwd);
+        return Ok(match &a.digest_before_change {
+            Some(d) if kept && exists(abs) => Some(Seen::rewritten(d.clone())),
+            _ => None,
+        });
+    }
+    if exists(abs) {
+        return Err(refused(
+            NotStored::TracedInputChanged,
+            format!(
+                "{} was removed by the command and exists again",
+                abs.display()
+            ),
+        ));
+    }
+    Ok(Some(Seen::absent()))
+}
+
+/// Whether the file (or listed directory) at `abs` was modified, or its inode changed, at or
+/// after `started`.
+fn touched_since(abs: &Path, started: (i64, i64)) -> bool {
+    match std::fs::metadata(abs) {
+        Ok(m) => (m.mtime(), m.mtime_nsec()) >= started || (m.ctime(), m.ctime_nsec()) >= started,
+        Err(_) => true,
+    }
+}
+
+/// What tracing leaves out: the cache directory and `trace_ignore` (the kernel's views are left
+/// out by the tracer).
+struct Skip {
+    roots: Vec<PathBuf>,
+    ignore: Ignore,
+}
+
+impl Skip {
+    fn new(job: &Job) -> Skip {
+        let root = job.cwd.join(&job.store.root);
+        let mut roots = vec![crate::paths::resolve_lexically(&root)];
+        if let Ok(real) = std::fs::canonicalize(&root) {
+            roots.push(real);
+        }
+        Skip {
+            roots,
+            ignore: Ignore::new(&job.opts.trace_ignore),
+        }
+    }
+
+    fn skips(&self, abs: &Path, cwd: &Path) -> bool {
+        self.roots.iter().any(|r| abs.starts_with(r))
+            || self.ignore.matches(&key_path(abs, cwd), abs)
+    }
+}
