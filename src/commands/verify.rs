@@ -21,9 +21,14 @@ pub fn run(dir: Option<(PathBuf, Source)>, args: &VerifyArgs) -> Result<i32> {
         for p in &report.problems {
             println!("{}: {}", p.path, p.problem);
         }
+        let manifests = match report.manifests_checked {
+            0 => String::new(),
+            n => format!(" and {n} manifests"),
+        };
         println!(
-            "Checked {} records and {} blobs: {} problems{}.",
+            "Checked {} records{} and {} blobs{manifests}: {} problems{}.",
             report.records_checked,
+            if manifests.is_empty() { "" } else { "," },
             report.blobs_checked,
             report.problems.len(),
             if args.fix {

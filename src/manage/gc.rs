@@ -23,6 +23,7 @@ use crate::cli::GcPolicy;
 use crate::clock::now_ms;
 use crate::store::Store;
 use crate::store::index::{EntryOrder, Index, Reconciled};
+use crate::store::manifest::Read;
 use anyhow::Result;
 use serde::Serialize;
 use std::collections::{HashMap, HashSet};
@@ -252,8 +253,9 @@ pub fn run(store: &Store, idx: &mut Index, opts: &GcOptions) -> Result<GcReport>
         live.contains(key) || age_of(m, now_sys) < TEMP_GRACE
     });
     let (_, stat_b) = sweep(&store.stat, &|_, m| age_of(m, now_sys) < STAT_CACHE_MAX_AGE);
+    let manifest_b = prune_manifests(store, opts.dry_run);
     report.temp_files_removed = tmp_n;
-    freed += tmp_b + lock_b + stat_b;
+    freed += tmp_b + lock_b + stat_b + manifest_b;
 
     if opts.dry_run {
         report.bytes_freed = freed.min(size_before);
@@ -269,6 +271,52 @@ pub fn run(store: &Store, idx: &mut Index, opts: &GcOptions) -> Result<GcReport>
 }
 
 /// Blobs referenced by records written since `since` (stores that ran while gc did).
+/// Drop the candidates of `--trace auto` manifests whose entry is gone (evicted, invalidated),
+/// and manifests left with none. Each manifest is rewritten under its key's lock, which a store
+/// holds while it adds a candidate (after writing the entry): one busy now is skipped. Returns
+/// the bytes freed.
+fn prune_manifests(store: &Store, dry_run: bool) -> u64 {
+    let dir = crate::store::layout::Item::Manifests.path(&store.root);
+    let mut freed = 0;
+    for e in walkdir::WalkDir::new(&dir)
+        .min_depth(2)
+        .into_iter()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_file())
+    {
+        let Some(key) = e.file_name().to_str().map(str::to_owned) else {
+            continue;
+        };
+        let Ok(Some(_lock)) = crate::store::lock::try_acquire(&store.lock_path(&key)) else {
+            continue;
+        };
+        let (before, kept) = match store.read_manifest(&key) {
+            Ok(Read::Found(mut m)) => {
+                let before = m.encode().len() as u64;
+                m.candidates
+                    .retain(|c| store.record_path(&c.entry).exists());
+                (before, m)
+            }
+            // (A corrupt one is removed by the read.)
+            _ => continue,
+        };
+        if kept.candidates.is_empty() {
+            if dry_run || std::fs::remove_file(e.path()).is_ok() {
+                freed += before;
+            }
+            continue;
+        }
+        let after = kept.encode();
+        if (after.len() as u64) < before {
+            if !dry_run {
+                let _ = crate::fsutil::write_atomic(e.path(), &store.tmp, &after);
+            }
+            freed += before - after.len() as u64;
+        }
+    }
+    freed
+}
+
 pub fn blobs_of_records_since(store: &Store, since: SystemTime) -> HashSet<String> {
     let mut out = HashSet::new();
     for e in walkdir::WalkDir::new(&store.ac)

@@ -3,6 +3,8 @@
 
 use crate::store::Store;
 use crate::store::index::{Index, is_digest};
+use crate::store::layout::Item;
+use crate::store::manifest::Manifest;
 use crate::store::record;
 use anyhow::Result;
 use serde::Serialize;
@@ -19,6 +21,8 @@ pub struct Problem {
 pub struct VerifyReport {
     pub records_checked: u64,
     pub blobs_checked: u64,
+    /// Files examined under `mf-v1/` (manifests of `--trace auto` commands).
+    pub manifests_checked: u64,
     pub problems: Vec<Problem>,
     /// Problems removed by `--fix` (the report's `problems` then lists what was found).
     pub fixed: u64,
@@ -184,6 +188,24 @@ fn check(store: &Store, idx: &Index, sample_n: Option<usize>) -> Result<(VerifyR
             );
             repairs.files.insert(r.clone());
         }
+    }
+
+    // Manifests: each must verify and be stored under its own key. (A candidate whose entry is
+    // gone is no problem: the lookup misses, and gc prunes it.)
+    for path in files_under(&store.root.join(Item::Manifests.name())) {
+        report.manifests_checked += 1;
+        let name = name_of(path.as_path());
+        let decoded = std::fs::read(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|b| Manifest::decode(&b).map_err(|e| e.to_string()));
+        let what = match decoded {
+            _ if !is_digest(&name) => "unexpected file in the manifests folder".to_owned(),
+            Err(e) => format!("manifest does not decode: {e}"),
+            Ok(m) if m.key != name => format!("manifest is for key {}, not its file name", m.key),
+            Ok(_) => continue,
+        };
+        problem(&mut report, &path, what);
+        repairs.files.insert(path);
     }
 
     // The index against the disk (only in a full check: a sample says nothing about the rest).

@@ -388,3 +388,81 @@ fn writes_outside_the_working_directory_are_side_effects() {
     assert!(out.contains("Side effects"), "{out}");
     assert!(out.contains(&log.display().to_string()), "{out}");
 }
+
+#[test]
+fn gc_prunes_and_verify_checks_manifests() {
+    let t = TestContext::new();
+    t.write("in.txt", "one");
+    t.counted("r", "cat in.txt");
+    settle();
+    let run = || t.run(&auto(&["--", "./r"]));
+    t.miss(run()).success();
+    t.write("in.txt", "two");
+    settle();
+    t.miss(run()).success();
+    let manifest = t.cache_files("mf-v1");
+    assert_eq!(manifest.len(), 1);
+    let a = t.cachectl(&["verify", "--json"]).assert().success();
+    let v: serde_json::Value = serde_json::from_slice(&stdout_of(&a)).unwrap();
+    assert_eq!(v["manifests_checked"], 1, "{v}");
+
+    // One entry gone: its candidate goes, the other still hits.
+    let ls = t.cachectl(&["ls", "--json"]).output();
+    let entries: serde_json::Value = serde_json::from_slice(&ls.stdout).unwrap();
+    assert_eq!(entries.as_array().unwrap().len(), 2);
+    let before = fs::read(&manifest[0]).unwrap();
+    t.write("in.txt", "one");
+    settle();
+    let oldest = entries[1]["key"].as_str().unwrap();
+    t.cachectl(&["invalidate", "--key", oldest])
+        .assert()
+        .success();
+    t.cachectl(&["gc"]).assert().success();
+    let after = fs::read(&manifest[0]).unwrap();
+    assert!(
+        after.len() < before.len(),
+        "the evicted entry's candidate is pruned"
+    );
+    t.miss(run()).success();
+    // Nothing left: the manifest goes.
+    t.cachectl(&["invalidate", "--all"]).assert().success();
+    t.cachectl(&["gc"]).assert().success();
+    assert!(t.cache_files("mf-v1").is_empty());
+
+    // A damaged manifest is found, and --fix removes it; the command then runs and stores.
+    t.miss(run()).success();
+    let manifest = t.cache_files("mf-v1");
+    flip_byte(&manifest[0], -3);
+    let a = t.cachectl(&["verify"]).assert().code(1);
+    assert!(
+        stdout_of(&a)
+            .windows(b"manifest does not decode".len())
+            .any(|w| w == b"manifest does not decode"),
+        "{}",
+        summary(&a)
+    );
+    t.cachectl(&["verify", "--fix"]).assert().success();
+    assert!(t.cache_files("mf-v1").is_empty());
+    t.miss(run()).success();
+    t.hit(run()).success();
+}
+
+#[test]
+fn invalidate_input_selects_what_an_auto_run_read() {
+    let t = TestContext::new();
+    t.write("src/config.h", "#define X 1\n");
+    t.write("other.txt", "");
+    t.counted("r", "cat src/config.h");
+    t.counted("s", "cat other.txt");
+    settle();
+    t.miss(t.run(&auto(&["--", "./r"]))).success();
+    t.miss(t.run(&auto(&["--", "./s"]))).success();
+    let a = t
+        .cachectl(&["invalidate", "--input", "src/config.h", "--json"])
+        .assert()
+        .success();
+    let v: serde_json::Value = serde_json::from_slice(&stdout_of(&a)).unwrap();
+    assert_eq!(v["entries_removed"], 1, "{v}");
+    t.miss(t.run(&auto(&["--", "./r"]))).success();
+    t.hit(t.run(&auto(&["--", "./s"]))).success();
+}

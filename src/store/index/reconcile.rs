@@ -160,8 +160,15 @@ pub(super) fn upsert_entry(
     }
     logical += rec.outputs.iter().map(|o| o.size).sum::<u64>();
     let cwd = crate::paths::decode_os(&rec.cwd);
-    for path in rec.components.inputs.keys() {
+    // Declared inputs, and what an `auto` run read under its working directory (the project's
+    // files: the system's own would make the table a hundred rows per compile).
+    let observed = rec.components.observed.iter().flat_map(|o| o.keys());
+    let declared = rec.components.inputs.keys().map(|p| (p, true));
+    for (path, declared) in declared.chain(observed.map(|p| (p, false))) {
         let p = crate::paths::decode_os(path);
+        if !declared && Path::new(&p).is_absolute() {
+            continue;
+        }
         let abs = crate::paths::resolve_lexically(&Path::new(&cwd).join(p));
         tx.prepare_cached("INSERT OR IGNORE INTO entry_inputs(key, path) VALUES(?1, ?2)")?
             .execute(params![rec.key, crate::paths::encode_os(abs.as_os_str())])?;
