@@ -208,9 +208,10 @@ pub fn set_breaker(store: &Store, failed: bool) {
     }
 }
 
-/// Run the companion: `cachectl-remote <op> [key]` against `remote`, for the store at `root`.
-/// Never hangs: the companion is killed after a generous multiple of the remote's timeout.
-pub fn call(remote: &Remote, root: &Path, op: &str, key: Option<&str>) -> Outcome {
+/// Run the companion: `cachectl-remote <op> <args>...` against `remote`, for the store at
+/// `root`. Never hangs: the companion is killed after a generous multiple of the remote's
+/// timeout.
+pub fn call(remote: &Remote, root: &Path, op: &str, args: &[&std::ffi::OsStr]) -> Outcome {
     let error = |kind: FailureKind, message: String| Outcome {
         status: Status::Error,
         kind,
@@ -237,9 +238,7 @@ pub fn call(remote: &Remote, root: &Path, op: &str, key: Option<&str>) -> Outcom
     if let Some(ns) = &remote.namespace {
         cmd.arg("--namespace").arg(ns);
     }
-    if let Some(k) = key {
-        cmd.arg(k);
-    }
+    cmd.args(args);
     cmd.stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null());

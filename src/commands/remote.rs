@@ -35,7 +35,7 @@ pub fn run(dir: Option<(PathBuf, Source)>, cmd: &RemoteCommand) -> Result<i32> {
         )));
     };
     let root = cfg.dir.value.clone().unwrap_or_else(std::env::temp_dir);
-    let outcome = crate::remote::call(&remote, &root, "check", None);
+    let outcome = crate::remote::call(&remote, &root, "check", &[]);
     let ok = outcome.status == crate::remote::Status::Ok;
     if *json {
         ui::print_json(&Report {

@@ -150,18 +150,14 @@ pub(super) fn lookup(job: &Job) -> Lookup {
         .remote
         .as_ref()
         .is_some_and(|r| r.mode == crate::remote::Mode::Rw);
-    // (`--trace auto` entries are found through manifests, which the remote tier does not
-    // carry yet: such runs neither fetch nor upload.)
-    if job.components.traced {
-        upload = false;
-    }
     if !job.force
-        && !job.components.traced
         && let Some(remote) = &opts.remote
     {
-        match remote::fetch(opts, store, key, remote) {
+        let manifest_cwd = job.components.traced.then_some(job.cwd);
+        match remote::fetch(opts, store, key, manifest_cwd, remote) {
             remote::Fetched::Stored => {
-                if let HitResult::Served(code) | HitResult::Stale(code, _) = try_hit(job, key) {
+                let served = entry_key(job).ok().map(|entry| try_hit(job, &entry));
+                if let Some(HitResult::Served(code) | HitResult::Stale(code, _)) = served {
                     report::explain(
                         opts,
                         &job.components,

@@ -10,6 +10,7 @@ use crate::remote::{
 use crate::store::Store;
 use crate::store::journal::Event;
 use crate::warn;
+use std::path::Path;
 
 /// What the remote tier had for a key.
 pub(super) enum Fetched {
@@ -20,12 +21,28 @@ pub(super) enum Fetched {
     NotOurs,
 }
 
-/// Look `key` up in the remote tier; on a hit, bring the entry into the local tier.
-pub(super) fn fetch(opts: &RunOptions, store: &Store, key: &str, remote: &Remote) -> Fetched {
+/// Look `key` up in the remote tier; on a hit, bring the entry into the local tier. With
+/// `manifest_cwd` (`--trace auto`), `key` names a manifest: the entry is the one its candidate
+/// for the files in that directory names, and the candidate joins the local manifest.
+pub(super) fn fetch(
+    opts: &RunOptions,
+    store: &Store,
+    key: &str,
+    manifest_cwd: Option<&Path>,
+    remote: &Remote,
+) -> Fetched {
     if breaker_open(store) {
         return Fetched::Miss;
     }
-    let out = call(remote, &store.root, "get", Some(key));
+    let out = match manifest_cwd {
+        None => call(remote, &store.root, "get", &[key.as_ref()]),
+        Some(cwd) => call(
+            remote,
+            &store.root,
+            "get-manifest",
+            &[key.as_ref(), "--cwd".as_ref(), cwd.as_os_str()],
+        ),
+    };
     tracing::debug!(status = ?out.status, kind = %out.kind, bytes = out.bytes_down, message = %out.message, "remote get");
     match out.status {
         Status::Hit => {
@@ -64,12 +81,17 @@ pub(super) fn fetch(opts: &RunOptions, store: &Store, key: &str, remote: &Remote
     }
 }
 
-/// Upload a freshly stored entry (blobs first, record last).
-pub(super) fn upload(store: &Store, key: &str, remote: &Remote) {
+/// Upload a freshly stored entry (blobs first, record last), and with `manifest` (`--trace
+/// auto`) then the manifest that names it.
+pub(super) fn upload(store: &Store, key: &str, manifest: Option<&str>, remote: &Remote) {
     if breaker_open(store) {
         return;
     }
-    let out = call(remote, &store.root, "put", Some(key));
+    let mut args: Vec<&std::ffi::OsStr> = vec![key.as_ref()];
+    if let Some(m) = manifest {
+        args.extend([std::ffi::OsStr::new("--manifest"), m.as_ref()]);
+    }
+    let out = call(remote, &store.root, "put", &args);
     tracing::debug!(status = ?out.status, kind = %out.kind, bytes = out.bytes_up, message = %out.message, "remote put");
     if out.status == Status::Stored {
         set_breaker(store, false);

@@ -89,14 +89,16 @@ pub(super) fn finish(mut job: Job, miss: Miss, captured: Captured, started: (i64
     };
     let components = std::mem::take(&mut job.components);
     match store_result(&job, components, miss.lock, captured, traced) {
-        Ok(true) => {
+        Ok(Some(entry)) => {
             if miss.upload
                 && let Some(remote) = &opts.remote
             {
-                remote::upload(&job.store, &job.key, remote);
+                // (`auto`: the entry, then the manifest that names it.)
+                let manifest = (entry != job.key).then_some(job.key.as_str());
+                remote::upload(&job.store, &entry, manifest, remote);
             }
         }
-        Ok(false) => {}
+        Ok(None) => {}
         Err(e) => fault::report(
             Some(&job.store),
             Fault::Write,
@@ -121,15 +123,16 @@ fn log_not_stored(job: &Job, reason: NotStored, duration_ms: u64) {
     );
 }
 
-/// Store a finished run: output blobs and stream blobs first, the record last. `Ok(false)`:
-/// a declared output made the result uncacheable (warned about and counted).
+/// Store a finished run: output blobs and stream blobs first, the record last; returns the
+/// entry's key. `Ok(None)`: not stored (an output that cannot be stored, or over
+/// `max_entry_size`; warned about and counted).
 fn store_result(
     job: &Job,
     mut components: KeyComponents,
     _lock: KeyLock,
     mut c: Captured,
     traced: Option<Traced>,
-) -> Result<bool> {
+) -> Result<Option<String>> {
     let (opts, store) = (job.opts, &job.store);
     // An `auto` entry's key adds what the run was observed to depend on.
     let key = match &traced {
@@ -171,7 +174,7 @@ fn store_result(
                 Collected::Uncacheable(why) => {
                     warn::once("output", format_args!("{why}; not stored"));
                     log_not_stored(job, NotStored::MissingOutput, c.duration_ms);
-                    return Ok(false);
+                    return Ok(None);
                 }
             }
         }
@@ -221,7 +224,7 @@ fn store_result(
             );
         }
         log_not_stored(job, NotStored::TooLarge, c.duration_ms);
-        return Ok(false);
+        return Ok(None);
     }
     let record = Record {
         key: key.to_owned(),
@@ -277,5 +280,5 @@ fn store_result(
     if over || fold_due {
         background::auto_gc(store);
     }
-    Ok(true)
+    Ok(Some(key.to_owned()))
 }

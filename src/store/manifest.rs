@@ -16,6 +16,7 @@ use crate::key::statcache::StatCache;
 use crate::paths::display_encoded;
 use serde::{Deserialize, Serialize};
 use std::io;
+use std::path::Path;
 use thiserror::Error;
 
 const MAGIC: &[u8; 8] = b"CCMAN001";
@@ -53,6 +54,30 @@ pub enum ManifestError {
 }
 
 impl Manifest {
+    /// The newest candidate whose every observed input is as it was (paths relative to
+    /// `cwd`); `Err`: none, and the first change of the newest one, in words.
+    pub fn choose(&self, cwd: &Path, cache: &mut StatCache) -> Result<&Candidate, String> {
+        let mut memo = Memo::default();
+        let mut why = None;
+        for c in &self.candidates {
+            match first_change(&c.inputs, cwd, cache, &mut memo) {
+                None => return Ok(c),
+                Some((path, now)) if why.is_none() => {
+                    let detail = match now {
+                        Ok(now) => now.difference(&c.inputs[&path]),
+                        Err(e) => format!("cannot be read: {e}"),
+                    };
+                    why = Some(format!(
+                        "input {} changed ({detail})",
+                        display_encoded(&path)
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
+        Err(why.unwrap_or_else(|| "no candidate".to_owned()))
+    }
+
     /// Put `c` first; an older candidate for the same entry goes, and so do the oldest beyond
     /// [`MAX_CANDIDATES`].
     pub fn add(&mut self, c: Candidate) {
@@ -90,8 +115,8 @@ impl Manifest {
 
 /// What a manifest says about the file system now.
 pub enum Selection {
-    /// Every observed input of this entry's run is as it was.
-    Entry(String),
+    /// Every observed input of this candidate's run is as it was.
+    Entry(Candidate),
     /// No candidate matches: the first change of the newest one, in words.
     NoMatch(String),
     Missing,
@@ -128,6 +153,17 @@ impl super::Store {
         Ok(Read::Corrupt(m))
     }
 
+    /// The manifest for `key`, or an empty one (none, or a corrupt one, which is removed).
+    pub fn manifest_or_new(&self, key: &str) -> io::Result<Manifest> {
+        Ok(match self.read_manifest(key)? {
+            Read::Found(m) => m,
+            Read::Missing | Read::Corrupt(_) => Manifest {
+                key: key.to_owned(),
+                candidates: Vec::new(),
+            },
+        })
+    }
+
     /// Check the candidates of the manifest for `key`, newest first, against the file system
     /// (paths relative to `cwd`); their files' digests go through the manifest's stat cache.
     pub fn select(&self, key: &str, cwd: &std::path::Path) -> io::Result<Selection> {
@@ -137,34 +173,13 @@ impl super::Store {
             Read::Corrupt(e) => return Ok(Selection::Corrupt(e)),
         };
         let mut cache = self.manifest_stat_cache(key);
-        let mut memo = Memo::default();
-        let mut why = None;
-        let mut found = None;
-        for c in &manifest.candidates {
-            match first_change(&c.inputs, cwd, &mut cache, &mut memo) {
-                None => {
-                    found = Some(c.entry.clone());
-                    break;
-                }
-                Some((path, now)) if why.is_none() => {
-                    let detail = match now {
-                        Ok(now) => now.difference(&c.inputs[&path]),
-                        Err(e) => format!("cannot be read: {e}"),
-                    };
-                    why = Some(format!(
-                        "input {} changed ({detail})",
-                        display_encoded(&path)
-                    ));
-                }
-                Some(_) => {}
-            }
-        }
+        let chosen = manifest.choose(cwd, &mut cache).cloned();
         if self.tmp.is_dir() {
             cache.save(&self.tmp);
         }
-        Ok(match found {
-            Some(entry) => Selection::Entry(entry),
-            None => Selection::NoMatch(why.unwrap_or_else(|| "no candidate".to_owned())),
+        Ok(match chosen {
+            Ok(c) => Selection::Entry(c),
+            Err(why) => Selection::NoMatch(why),
         })
     }
 
@@ -180,7 +195,7 @@ impl super::Store {
             return Ok(Some(key));
         }
         Ok(match self.select(&key, cwd)? {
-            Selection::Entry(e) => Some(e),
+            Selection::Entry(c) => Some(c.entry),
             _ => None,
         })
     }
@@ -197,13 +212,7 @@ impl super::Store {
     /// Add a candidate to the manifest for `key` (the caller holds the key's lock, so no other
     /// process adds to it meanwhile). A missing or corrupt manifest starts afresh.
     pub fn add_candidate(&self, key: &str, c: Candidate) -> anyhow::Result<u64> {
-        let mut m = match self.read_manifest(key)? {
-            Read::Found(m) => m,
-            Read::Missing | Read::Corrupt(_) => Manifest {
-                key: key.to_owned(),
-                candidates: Vec::new(),
-            },
-        };
+        let mut m = self.manifest_or_new(key)?;
         m.add(c);
         let bytes = m.encode();
         let path = self.manifest_path(key);

@@ -798,6 +798,75 @@ fn check_names_the_credentials(kind: Kind) {
 // ---------------------------------------------------------------------------------------------
 // One test per scenario and backend.
 
+/// `--trace auto`: an entry travels with its manifest. A stores; B (empty cache, same files)
+/// hits through the remote manifest, byte-exact; B's other input state adds a candidate that A
+/// then hits; a manifest pointing one input state at another state's entry is refused.
+fn auto_entries_travel_with_their_manifest(kind: Kind) {
+    let Some((t, server)) = setup(kind) else {
+        return;
+    };
+    let machines = [
+        Machine::new(&t, &server, "a"),
+        Machine::new(&t, &server, "b"),
+    ];
+    for m in &machines {
+        fs::write(m.work.join("in.txt"), "one\n").unwrap();
+        t.counted_in(
+            &m.work,
+            "tool",
+            "cat in.txt; mkdir -p gen; tr a-z A-Z < in.txt > gen/up.txt",
+        );
+    }
+    // (Files read must be older than the run that reads them.)
+    std::thread::sleep(Duration::from_millis(25));
+    let [a, b] = &machines;
+    let run = |m: &Machine| m.cachectl(&["run", "--trace", "auto", "--no-cwd", "--", "./tool"]);
+    t.miss(run(a)).success().stdout("one\n");
+    assert!(
+        server
+            .objects()
+            .unwrap()
+            .iter()
+            .any(|o| o.starts_with("mf/")),
+        "no manifest uploaded: {:?}",
+        server.objects()
+    );
+    t.hit(run(b)).success().stdout("one\n");
+    assert_eq!(fs::read(b.work.join("gen/up.txt")).unwrap(), b"ONE\n");
+    assert_eq!(hms(&b.remote_stats()).0, 1, "B: one remote hit");
+
+    // B's other state: a miss, stored and merged into the remote manifest; A hits it.
+    for m in &machines {
+        fs::write(m.work.join("in.txt"), "two\n").unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(25));
+    t.miss(run(b)).success().stdout("two\n");
+    t.hit(run(a)).success().stdout("two\n");
+    assert_eq!(fs::read(a.work.join("gen/up.txt")).unwrap(), b"TWO\n");
+
+    // Swap the entries of the two candidates: each input state now names the other's result.
+    let name = object(&server, "mf/");
+    let mut m = cachectl::store::manifest::Manifest::decode(&server.read(&name)).unwrap();
+    assert_eq!(m.candidates.len(), 2, "{m:?}");
+    let first = m.candidates[0].entry.clone();
+    m.candidates[0].entry = m.candidates[1].entry.clone();
+    m.candidates[1].entry = first;
+    server.write(&name, &m.encode());
+    let c = Machine::new(&t, &server, "c");
+    fs::write(c.work.join("in.txt"), "two\n").unwrap();
+    // (B's run of "two" found `gen` there: `mkdir -p gen` looked at it, so it is keyed.)
+    fs::create_dir(c.work.join("gen")).unwrap();
+    t.counted_in(
+        &c.work,
+        "tool",
+        "cat in.txt; mkdir -p gen; tr a-z A-Z < in.txt > gen/up.txt",
+    );
+    std::thread::sleep(Duration::from_millis(25));
+    let rc = t.miss(run(&c)).success().stdout("two\n");
+    one_remote_warning(&rc, &server);
+    assert_eq!(fs::read(c.work.join("gen/up.txt")).unwrap(), b"TWO\n");
+}
+
 /// `backend_tests!(Kind: [#[attr]] scenario, ...)`: a `#[test]` per scenario for that backend.
 macro_rules! backend_tests {
     ($kind:ident: $($(#[$attr:meta])* $name:ident),* $(,)?) => {
@@ -826,6 +895,7 @@ mod redis {
         remote_check_read_only,
         warm_fills_the_remote,
         stats_counters,
+        auto_entries_travel_with_their_manifest,
     );
 }
 
@@ -844,6 +914,7 @@ mod webdav {
         remote_check_read_only,
         warm_fills_the_remote,
         stats_counters,
+        auto_entries_travel_with_their_manifest,
     );
 }
 
@@ -864,5 +935,6 @@ mod s3 {
         stats_counters,
         wrong_credentials,
         check_names_the_credentials,
+        auto_entries_travel_with_their_manifest,
     );
 }

@@ -8,7 +8,11 @@
 //!   everything (signature, record checksum, key recomputed from the record's components, every
 //!   blob's content digest) before anything becomes visible locally. Blobs first, record last.
 //! - `put KEY`: upload a local entry: blobs the remote lacks first, the record last, so a reader
-//!   never finds a record whose blobs are missing.
+//!   never finds a record whose blobs are missing. With `--manifest M` (`--trace auto`), then
+//!   the manifest `mf/M`, merged with the remote's.
+//! - `get-manifest KEY --cwd DIR` (`--trace auto`): fetch `mf/<key>`, choose the candidate
+//!   whose observed inputs match the files now, fetch its entry as `get` does, checking that
+//!   the entry is that candidate's run, and add the candidate to the local manifest.
 //! - `check`: write, read and delete a probe object (`rw`), or read one (`ro`), timing each step.
 //!
 //! Exit code 0 whenever the outcome could be reported; the outcome says what happened.
@@ -53,8 +57,21 @@ struct Args {
 
 #[derive(Subcommand)]
 enum Op {
-    Get { key: String },
-    Put { key: String },
+    Get {
+        key: String,
+    },
+    /// `--trace auto`: the manifest KEY, and the entry it names for the files in --cwd
+    GetManifest {
+        key: String,
+        #[arg(long)]
+        cwd: PathBuf,
+    },
+    Put {
+        key: String,
+        /// Then upload this manifest, merged with the remote's
+        #[arg(long)]
+        manifest: Option<String>,
+    },
     Check,
 }
 
@@ -97,7 +114,10 @@ fn run(args: &Args) -> Result<Outcome, transfer::Failure> {
     runtime.block_on(async {
         match &args.op {
             Op::Get { key } => transfer::get(&ctx, key).await,
-            Op::Put { key } if args.mode == Mode::Rw => transfer::put(&ctx, key).await,
+            Op::GetManifest { key, cwd } => transfer::get_manifest(&ctx, key, cwd).await,
+            Op::Put { key, manifest } if args.mode == Mode::Rw => {
+                transfer::put_with_manifest(&ctx, key, manifest.as_deref()).await
+            }
             Op::Put { .. } => Err(transfer::Failure::config("put needs mode rw")),
             Op::Check => transfer::check(&ctx, args.mode).await,
         }

@@ -2,9 +2,11 @@
 
 use cachectl::remote::{FailureKind, Mode, Outcome, Status, Step, open_signed, sign};
 use cachectl::store::Store;
+use cachectl::store::manifest::{MAX_CANDIDATES, Manifest};
 use cachectl::store::record;
 use opendal::{ErrorKind, Operator};
 use std::collections::BTreeSet;
+use std::path::Path;
 use std::time::Instant;
 
 pub struct Context {
@@ -172,6 +174,15 @@ impl Context {
 
 /// Fetch `key` into the local cache.
 pub async fn get(ctx: &Context, key: &str) -> Result<Outcome, Failure> {
+    get_accepting(ctx, key, |_| Ok(())).await
+}
+
+/// Fetch `key` into the local cache if `accept` takes its (verified) record.
+async fn get_accepting(
+    ctx: &Context,
+    key: &str,
+    accept: impl Fn(&record::Record) -> Result<(), String>,
+) -> Result<Outcome, Failure> {
     if !cachectl::store::index::is_digest(key) {
         return Err(Failure::config("not a key"));
     }
@@ -206,6 +217,9 @@ pub async fn get(ctx: &Context, key: &str) -> Result<Outcome, Failure> {
             )));
         }
     };
+    if let Err(why) = accept(&decoded.record) {
+        return Err(Failure::refused(format!("remote record for {key} {why}")));
+    }
     ctx.store.init().map_err(Failure::local)?;
     // Held until the record is written: gc must not delete a blob this entry reuses.
     let _blobs = ctx.store.blob_lock(false).map_err(Failure::local)?;
@@ -249,6 +263,120 @@ pub async fn get(ctx: &Context, key: &str) -> Result<Outcome, Failure> {
         bytes_down,
         ..Default::default()
     })
+}
+
+/// `--trace auto`: fetch the manifest `key`, choose its candidate that matches the files in
+/// `cwd` now, fetch that entry, and add the candidate to the local manifest. The entry must be
+/// what the candidate says: made by this command (`key`) from exactly those inputs, so a
+/// manifest that points a set of inputs at another run's entry is refused. (The caller holds
+/// the key's lock.)
+pub async fn get_manifest(ctx: &Context, key: &str, cwd: &Path) -> Result<Outcome, Failure> {
+    let Some((manifest, _)) = read_manifest(ctx, key).await? else {
+        return Ok(Outcome {
+            status: Status::Miss,
+            ..Default::default()
+        });
+    };
+    let mut cache = ctx.store.manifest_stat_cache(key);
+    let chosen = match manifest.choose(cwd, &mut cache) {
+        Ok(c) => c.clone(),
+        Err(why) => {
+            return Ok(Outcome {
+                status: Status::Miss,
+                message: why,
+                ..Default::default()
+            });
+        }
+    };
+    let mut out = get_accepting(ctx, &chosen.entry, |rec| {
+        let c = &rec.components;
+        if c.observed.as_ref() != Some(&chosen.inputs) || c.manifest_key() != key {
+            return Err("is not the run its manifest names (tampered or misplaced)".to_owned());
+        }
+        Ok(())
+    })
+    .await?;
+    if out.status == Status::Hit {
+        ctx.store
+            .add_candidate(key, chosen)
+            .map_err(Failure::local)?;
+    }
+    out.bytes_down += manifest.encode().len() as u64;
+    Ok(out)
+}
+
+/// The remote manifest `key`, verified (signature, checksum, its own key), and where it was.
+/// One that does not verify is refused (and deleted in rw mode).
+async fn read_manifest(ctx: &Context, key: &str) -> Result<Option<(Manifest, String)>, Failure> {
+    if !cachectl::store::index::is_digest(key) {
+        return Err(Failure::config("not a key"));
+    }
+    let paths: Vec<String> = ctx
+        .read_prefixes()
+        .iter()
+        .map(|p| format!("{p}mf/{key}"))
+        .collect();
+    let Some((object, found_at)) = ctx.read_first(&paths).await? else {
+        return Ok(None);
+    };
+    let bytes = open_signed(ctx.secret.as_deref(), &object).map_err(|e| Failure {
+        kind: FailureKind::Signature,
+        message: e.to_string(),
+    })?;
+    match Manifest::decode(bytes) {
+        Ok(m) if m.key == key => Ok(Some((m, found_at))),
+        _ => {
+            ctx.discard(&found_at).await;
+            Err(Failure::refused(format!(
+                "remote manifest for {key} is invalid"
+            )))
+        }
+    }
+}
+
+/// Upload the local manifest `key` (after its newest entry): merged with the remote's, ours
+/// first, so that the candidates of other machines stay. One that fails to verify there is
+/// replaced.
+async fn put_manifest(ctx: &Context, key: &str) -> Result<u64, Failure> {
+    let mut merged = ctx.store.manifest_or_new(key).map_err(Failure::local)?;
+    if merged.candidates.is_empty() {
+        return Ok(0);
+    }
+    let theirs = match read_manifest(ctx, key).await {
+        Ok(Some((m, _))) => m.candidates,
+        Ok(None) => Vec::new(),
+        Err(f) if f.kind == FailureKind::Refused || f.kind == FailureKind::Signature => Vec::new(),
+        Err(f) => return Err(f),
+    };
+    for c in theirs.into_iter().rev() {
+        if !merged.candidates.iter().any(|o| o.entry == c.entry) {
+            merged.candidates.push(c);
+        }
+    }
+    merged.candidates.truncate(MAX_CANDIDATES);
+    let bytes = merged.encode();
+    let object = match &ctx.secret {
+        Some(s) => sign(s, &bytes),
+        None => bytes,
+    };
+    let n = object.len() as u64;
+    ctx.op
+        .write(&format!("{}mf/{key}", ctx.write_prefix()), object)
+        .await?;
+    Ok(n)
+}
+
+/// Upload the local entry `key`, then with `manifest` (`--trace auto`) its manifest.
+pub async fn put_with_manifest(
+    ctx: &Context,
+    key: &str,
+    manifest: Option<&str>,
+) -> Result<Outcome, Failure> {
+    let mut out = put(ctx, key).await?;
+    if let Some(m) = manifest {
+        out.bytes_up += put_manifest(ctx, m).await?;
+    }
+    Ok(out)
 }
 
 /// Upload the local entry `key`: missing blobs first, the record last.
