@@ -20,3 +20,21 @@ pub fn now_ms() -> u64 {
 
 /// One hour in milliseconds: usage counters are kept per hour.
 pub const HOUR_MS: u64 = 3_600_000;
+
+/// The coarse wall clock, as the kernel stamps files with it: a file changed after this moment
+/// has an mtime or ctime at or after it.
+// (`time_t` and `c_long` are not i64 everywhere.)
+#[allow(clippy::unnecessary_cast)]
+pub fn coarse_now() -> (i64, i64) {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    #[cfg(target_os = "linux")]
+    let clock = libc::CLOCK_REALTIME_COARSE;
+    #[cfg(not(target_os = "linux"))]
+    let clock = libc::CLOCK_REALTIME;
+    // SAFETY: clock_gettime writes one timespec we own.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    (ts.tv_sec as i64, ts.tv_nsec as i64)
+}

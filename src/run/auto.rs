@@ -73,26 +73,8 @@ fn refused(reason: NotStored, why: String) -> Refused {
     Refused { reason, why }
 }
 
-/// The coarse wall clock, as the kernel stamps files with it: a file changed after this moment
-/// has an mtime or ctime at or after it.
-// (`time_t` and `c_long` are not i64 everywhere.)
-#[allow(clippy::unnecessary_cast)]
-pub(super) fn coarse_now() -> (i64, i64) {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    #[cfg(target_os = "linux")]
-    let clock = libc::CLOCK_REALTIME_COARSE;
-    #[cfg(not(target_os = "linux"))]
-    let clock = libc::CLOCK_REALTIME;
-    // SAFETY: clock_gettime writes one timespec we own.
-    unsafe { libc::clock_gettime(clock, &mut ts) };
-    (ts.tv_sec as i64, ts.tv_nsec as i64)
-}
-
 /// Judge a traced run: its observed inputs as they are now (refused if one changed while it
-/// ran), its outputs and its side effects. `started` is [`coarse_now`] before it started.
+/// ran), its outputs and its side effects. `started` is [`crate::clock::coarse_now`] before it started.
 pub(super) fn judge(
     job: &Job,
     trace: Option<&Result<Observed, String>>,
@@ -188,7 +170,8 @@ pub(super) fn judge(
             SeenKind::Dir => seen.listing.is_some() && !changed_dirs.contains(abs.as_path()),
             _ => false,
         };
-        if watched && touched_since(abs, started) {
+        // (Since its first use: a change before that is what the run saw.)
+        if watched && touched_since(abs, a.first_use.unwrap_or(started)) {
             return Err(refused(
                 NotStored::TracedInputChanged,
                 format!("{} changed while the command ran", abs.display()),
@@ -241,10 +224,10 @@ fn changed_input(
 }
 
 /// Whether the file (or listed directory) at `abs` was modified, or its inode changed, at or
-/// after `started`.
-fn touched_since(abs: &Path, started: (i64, i64)) -> bool {
+/// after `since`.
+fn touched_since(abs: &Path, since: (i64, i64)) -> bool {
     match std::fs::metadata(abs) {
-        Ok(m) => (m.mtime(), m.mtime_nsec()) >= started || (m.ctime(), m.ctime_nsec()) >= started,
+        Ok(m) => (m.mtime(), m.mtime_nsec()) >= since || (m.ctime(), m.ctime_nsec()) >= since,
         Err(_) => true,
     }
 }

@@ -53,7 +53,7 @@ pub fn run(opts: &RunOptions, root: Option<PathBuf>, cwd: &Path) -> i32 {
         Lookup::Uncached => return run_plain(opts, cwd, job.stdin()),
     };
     let trace = opts.trace != crate::cli::TraceMode::Off;
-    let started = auto::coarse_now();
+    let started = crate::clock::coarse_now();
     match exec::run_captured(
         &opts.argv,
         cwd,

@@ -33,6 +33,11 @@ pub struct Access {
     /// or kept.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub digest_before_change: Option<String>,
+    /// When the run first depended on it (read, executed, probed or listed it), by the coarse
+    /// clock files are stamped with ([`crate::clock::coarse_now`]): a file modified at or
+    /// after this moment may have changed under the run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_use: Option<(i64, i64)>,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -89,6 +94,12 @@ impl Observed {
         }
         let a = self.paths.entry(path.clone()).or_default();
         let before_change = !a.changed();
+        if before_change
+            && a.first_use.is_none()
+            && matches!(op, Op::Read | Op::Exec | Op::Probe | Op::List)
+        {
+            a.first_use = Some(crate::clock::coarse_now());
+        }
         match op {
             Op::Read if before_change => a.read = true,
             Op::Exec if before_change => a.executed = true,
