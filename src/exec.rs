@@ -353,7 +353,15 @@ pub fn run_captured(
         program: argv[0].clone(),
         error,
     };
-    let (mut child, report, trace_failed) = if trace && crate::trace::SUPPORTED {
+    // Under a cachectl tracer already (a nested run): that tracer traces the command for us.
+    let outer = (trace && crate::trace::SUPPORTED)
+        .then(crate::trace::nested::outer_tracer)
+        .flatten();
+    let nested = outer.is_some();
+    let (mut child, report, trace_failed) = if nested {
+        let (child, report) = spawn_nested(argv, cwd, stdin).map_err(err)?;
+        (child, Some(report), None)
+    } else if trace && crate::trace::SUPPORTED {
         match spawn_traced(argv, cwd, stdin.as_ref()) {
             Ok((child, report)) => (child, Some(report), None),
             Err(e) => {
@@ -377,6 +385,13 @@ pub fn run_captured(
     let gap = pump(out_pipe, err_pipe, &mut spools, &mut chunks);
     let (outcome, trace) = match report {
         None => (wait_status(&mut child).map_err(err)?, trace_failed.map(Err)),
+        // The command is our own child: its status is ours to collect.
+        Some(report) if nested => {
+            let observed = read_report(report)
+                .map(|r| r.observed)
+                .ok_or_else(|| "the outer cachectl's tracer sent no report".to_owned());
+            (wait_status(&mut child).map_err(err)?, Some(observed))
+        }
         Some(report) => match read_report(report) {
             Some(r) => {
                 if let Some(e) = r.exec_errno {
@@ -448,6 +463,47 @@ fn spawn_traced(
         cmd.pre_exec(move || {
             if libc::fcntl(write_fd, libc::F_SETFD, 0) != 0 {
                 return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn()?;
+    drop(report_w);
+    Ok((child, report_r))
+}
+
+/// Start the command for a nested run: as a plain child, whose process hands itself to the
+/// tracer that already traces this cachectl (see [`crate::trace::nested`]) just before it
+/// executes, naming the pipe its report comes back on.
+fn spawn_nested(
+    argv: &[OsString],
+    cwd: &Path,
+    stdin: Option<File>,
+) -> io::Result<(std::process::Child, File)> {
+    use std::os::unix::process::CommandExt;
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 fills two descriptors that we then own.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: both are open descriptors owned by nobody else.
+    let (report_r, report_w) = unsafe { (File::from_raw_fd(fds[0]), File::from_raw_fd(fds[1])) };
+    let handoff = std::ffi::CString::new(format!(
+        "{}{}",
+        crate::trace::nested::HANDOFF_PREFIX,
+        report_w.as_raw_fd()
+    ))
+    .expect("no NUL in a number");
+    let mut cmd = build(argv, cwd, stdin);
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    // SAFETY: openat is async-signal-safe, on a string made before the fork. It fails (the
+    // path is under a file): the tracer acts on the call, not on its result. The write end is
+    // still open in the child here (it closes on exec), so the tracer can open it.
+    unsafe {
+        cmd.pre_exec(move || {
+            let fd = libc::openat(libc::AT_FDCWD, handoff.as_ptr(), libc::O_RDONLY);
+            if fd >= 0 {
+                libc::close(fd);
             }
             Ok(())
         });

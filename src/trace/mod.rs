@@ -14,6 +14,7 @@
 //! its input. Reads and writes through descriptors are not traced: opening is what counts.
 
 mod filter;
+pub mod nested;
 mod observe;
 mod regs;
 mod syscalls;

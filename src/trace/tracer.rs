@@ -15,6 +15,7 @@
 //! left running with calls that fail.
 
 use super::filter;
+use super::nested::{self, Sinks};
 use super::observe::{Observed, Report};
 use super::regs;
 use super::syscalls::{self, Arg, Decode, Op};
@@ -201,7 +202,7 @@ pub fn run(argv: &[OsString], report: OwnedFd) -> i32 {
     }
     drop(sync_r);
     drop(err_w);
-    let mut observed = Observed::default();
+    let mut sinks = Sinks::default();
     // SAFETY: PTRACE_SEIZE on our own child, with the options in `data`.
     let seized = unsafe {
         libc::ptrace(
@@ -212,7 +213,7 @@ pub fn run(argv: &[OsString], report: OwnedFd) -> i32 {
         )
     } == 0;
     if !seized {
-        observed.not_traced = Some(format!("ptrace: {}", io::Error::last_os_error()));
+        sinks.root.not_traced = Some(format!("ptrace: {}", io::Error::last_os_error()));
     }
     crate::signals::register_child(pid as u32);
     let go = if seized { GO_TRACED } else { GO_UNTRACED };
@@ -237,12 +238,13 @@ pub fn run(argv: &[OsString], report: OwnedFd) -> i32 {
         }
         if libc::WIFEXITED(status) || libc::WIFSIGNALED(status) {
             resolver.cwd.remove(&tid);
+            sinks.ended(tid, status);
             if tid == pid {
                 status_of_command = Some(status);
                 crate::signals::forget_child();
                 if let Some(fd) = report.take() {
-                    observed.outlived = any_tracee_left();
-                    send(fd, status, &err_r, std::mem::take(&mut observed));
+                    sinks.root.outlived = any_tracee_left();
+                    send(fd, status, &err_r, std::mem::take(&mut sinks.root));
                 }
             }
             continue;
@@ -253,13 +255,16 @@ pub fn run(argv: &[OsString], report: OwnedFd) -> i32 {
         let sig = libc::WSTOPSIG(status);
         let event = (status >> 16) & 0xffff;
         let recording = report.is_some();
+        if recording {
+            sinks.seen(tid);
+        }
         // SAFETY (all ptrace calls below): requests on a tracee that is in a ptrace-stop, as
         // waitpid just reported; a tracee that died since makes them fail with ESRCH, ignored.
         unsafe {
             match event {
                 libc::PTRACE_EVENT_SECCOMP => {
                     if recording {
-                        on_syscall(tid, &mut observed, &mut resolver);
+                        on_syscall(tid, &mut sinks, &mut resolver);
                     }
                     libc::ptrace(libc::PTRACE_CONT, tid, none(), none());
                 }
@@ -294,7 +299,7 @@ pub fn run(argv: &[OsString], report: OwnedFd) -> i32 {
     if let Some(fd) = report.take() {
         // Every tracee gone without the command's own exit seen: cannot happen, but never
         // leave `cachectl run` without an answer.
-        send(fd, status_of_command.unwrap_or(1 << 8), &err_r, observed);
+        send(fd, status_of_command.unwrap_or(1 << 8), &err_r, sinks.root);
     }
     0
 }
@@ -442,7 +447,7 @@ impl Resolver {
 }
 
 /// A seccomp stop of `tid`: decode the call and record what it names.
-fn on_syscall(tid: i32, observed: &mut Observed, resolver: &mut Resolver) {
+fn on_syscall(tid: i32, sinks: &mut Sinks, resolver: &mut Resolver) {
     let mut data: libc::c_ulong = 0;
     // SAFETY: PTRACE_GETEVENTMSG writes one c_ulong to `data`.
     unsafe {
@@ -454,28 +459,22 @@ fn on_syscall(tid: i32, observed: &mut Observed, resolver: &mut Resolver) {
         );
     }
     if data as u16 == filter::FOREIGN_ABI {
-        observed
-            .untraceable
-            .insert("a system call of another ABI (32-bit or x32)".into());
+        sinks.untraceable(tid, "a system call of another ABI (32-bit or x32)");
         return;
     }
     let Ok(call) = regs::read(tid) else {
-        observed
-            .untraceable
-            .insert("the registers of a system call".into());
+        sinks.untraceable(tid, "the registers of a system call");
         return;
     };
     let Some(decode) = syscalls::decode(call.nr) else {
         return;
     };
     match decode {
-        Decode::Untraceable(what) => {
-            observed.untraceable.insert(what.to_owned());
-        }
+        Decode::Untraceable(what) => sinks.untraceable(tid, what),
         Decode::Chdir => resolver.forget_cwds(),
         Decode::Fixed(effects) => {
             for e in effects {
-                record(tid, &call.args, e.arg, e.op, observed, resolver);
+                record(tid, &call.args, e.arg, e.op, sinks, resolver);
             }
         }
         Decode::Open { arg, flags } => {
@@ -484,14 +483,14 @@ fn on_syscall(tid: i32, observed: &mut Observed, resolver: &mut Resolver) {
                 None => (libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC) as u64,
             };
             for op in syscalls::open_ops(flags) {
-                record(tid, &call.args, arg, *op, observed, resolver);
+                record(tid, &call.args, arg, *op, sinks, resolver);
             }
         }
         Decode::OpenHow { arg } => {
             let mut how = [0u8; 8];
             if regs::read_memory(tid, call.args[2], &mut how).is_ok() {
                 for op in syscalls::open_ops(u64::from_ne_bytes(how)) {
-                    record(tid, &call.args, arg, *op, observed, resolver);
+                    record(tid, &call.args, arg, *op, sinks, resolver);
                 }
             }
         }
@@ -499,14 +498,7 @@ fn on_syscall(tid: i32, observed: &mut Observed, resolver: &mut Resolver) {
 }
 
 /// Record `op` on the path argument `arg` of a call of `tid`.
-fn record(
-    tid: i32,
-    args: &[u64; 6],
-    arg: Arg,
-    op: Op,
-    observed: &mut Observed,
-    resolver: &mut Resolver,
-) {
+fn record(tid: i32, args: &[u64; 6], arg: Arg, op: Op, sinks: &mut Sinks, resolver: &mut Resolver) {
     if matches!(op, Op::Remove | Op::Create) {
         // A rename, a removal or a new symlink may change what a directory path resolves to.
         resolver.forget_dirs();
@@ -519,6 +511,13 @@ fn record(
             None => return,
         },
         Arg::At { dirfd, path } => match regs::read_path(tid, args[path]) {
+            // A nested cachectl hands its command's subtree over (see `nested`).
+            Some(p) if op == Op::Read && p.starts_with(nested::HANDOFF_PREFIX) => {
+                if let Some(fd) = nested::handoff_fd(&p) {
+                    sinks.hand_off(tid, fd);
+                }
+                return;
+            }
             // AT_EMPTY_PATH: the call is about the descriptor itself. fexecve executes it;
             // anything else (fstat) looks at a file recorded when it was opened (or at no file).
             Some(p) if p.as_os_str().is_empty() && op == Op::Exec => {
@@ -531,9 +530,7 @@ fn record(
         Arg::Fd(i) => fd_path(tid, args[i] as i32),
     };
     let Some(path) = path else {
-        observed
-            .untraceable
-            .insert("a path relative to a descriptor that names no file".into());
+        sinks.untraceable(tid, "a path relative to a descriptor that names no file");
         return;
     };
     let op = match op {
@@ -546,10 +543,10 @@ fn record(
         // The kernel reads the interpreter a `#!` line or an ELF file names without a call
         // of the process's own.
         if let Some(interpreter) = interpreter_of(&path) {
-            observed.record(interpreter, Op::Read, digest);
+            sinks.record(tid, interpreter, Op::Read, digest);
         }
     }
-    observed.record(path, op, digest);
+    sinks.record(tid, path, op, digest);
 }
 
 /// The interpreter of an executable: the program of its `#!` line, or the dynamic loader of

@@ -466,3 +466,39 @@ fn invalidate_input_selects_what_an_auto_run_read() {
     t.miss(t.run(&auto(&["--", "./r"]))).success();
     t.hit(t.run(&auto(&["--", "./s"]))).success();
 }
+
+/// `cachectl run -- make` whose recipes run `cachectl run -- gcc`: the inner runs are traced
+/// by the outer tracer (one process has one tracer) and stored as if they ran alone.
+#[test]
+fn nested_runs_are_traced_and_stored() {
+    let t = TestContext::new();
+    t.write("a.txt", "a\n");
+    t.write("b.txt", "b\n");
+    t.counted("step", "tr a-z A-Z < \"$1\" > \"$1.out\"; echo \"step $1\"");
+    let cachectl = env!("CARGO_BIN_EXE_cachectl");
+    t.script(
+        "all",
+        &format!("for f in a.txt b.txt; do '{cachectl}' run --trace auto -- ./step $f; done"),
+    );
+    settle();
+    let outer = || t.run(&auto(&["--", "./all"]));
+    let a = outer()
+        .assert()
+        .success()
+        .stdout("step a.txt\nstep b.txt\n");
+    assert_eq!(t.count(), 2, "{}", summary(&a));
+    assert!(warnings(&stderr_of(&a)).is_empty(), "{}", stderr_of(&a));
+    assert_eq!(t.read("b.txt.out"), b"B\n");
+    // The inner entries were stored: run alone, each step hits.
+    t.hit(t.run(&auto(&["--", "./step", "a.txt"])))
+        .success()
+        .stdout("step a.txt\n");
+    // The outer one too; after an input of one step changes, the outer runs again and only
+    // that step's command runs.
+    t.hit(outer()).success();
+    t.write("b.txt", "bee\n");
+    settle();
+    let a = outer().assert().success();
+    assert_eq!(t.count(), 3, "{}", summary(&a));
+    assert_eq!(t.read("b.txt.out"), b"BEE\n");
+}
