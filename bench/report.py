@@ -486,6 +486,19 @@ if os.path.exists(tp):
     w("## Tracing overhead (`--trace check`)\n")
     w(open(tp).read().strip() + "\n")
 
+tap = os.path.join(RES, "trace_auto.md")
+if os.path.exists(tap):
+    w("## Tracing: `--trace auto`\n")
+    w("Written by [`bench/trace.sh`](../bench/trace.sh) (its own run: `CARGO_TARGET_DIR=/work/target-bench "
+      "bench/trace.sh`, then `python3 bench/report.py bench/results docs/benchmarks.md`). Tables in "
+      "order: (1) the zstd library (30 C files, from the zstd-sys crate's sources) built with `make -j2`, "
+      "every compile wrapped and forced to miss; (2) find + cat over 10 000 small files, forced misses; "
+      "(3) the zero-configuration build `make -j2 CC=\"cachectl run --trace auto -- gcc\"` after "
+      "`make clean`, warm, against ccache's warm rebuild; (4) one compile hit (zstd_compress.c) under "
+      "`auto` (no `-o`: the object is an observed output), under `off` with `-o x.o`, and ccache's "
+      "direct-mode hit; (5) `echo hello` hits.\n")
+    w(open(tap).read().strip() + "\n")
+
 w("## Analysis: what blocks the unmet targets\n")
 ap = os.path.join(BENCH, "analysis.md")
 if os.path.exists(ap):

@@ -299,20 +299,24 @@ pub fn abs_path(key: &str, cwd: &Path) -> PathBuf {
 }
 
 /// The first observed input whose state now differs from `inputs`, with the state now (`Err`:
-/// it cannot be looked at). `None`: every input is as it was.
+/// it cannot be looked at). `None`: every input is as it was. With a `memo` (several
+/// candidates to check), each look is made once.
 pub fn first_change(
     inputs: &ObservedInputs,
     cwd: &Path,
     cache: &mut StatCache,
-    memo: &mut Memo,
+    mut memo: Option<&mut Memo>,
 ) -> Option<(String, io::Result<Seen>)> {
     for (key, seen) in inputs {
         let recipe = Recipe::of(seen);
-        let now = memo.look(key, &recipe, cwd, cache);
+        let now = match memo.as_deref_mut() {
+            Some(m) => m.look(key, &recipe, cwd, cache).clone(),
+            None => Seen::look(&abs_path(key, cwd), &recipe, cache).map_err(|e| e.kind()),
+        };
         match now {
-            Ok(now) if now == seen => continue,
-            Ok(now) => return Some((key.clone(), Ok(now.clone()))),
-            Err(kind) => return Some((key.clone(), Err(io::Error::from(*kind)))),
+            Ok(now) if now == *seen => continue,
+            Ok(now) => return Some((key.clone(), Ok(now))),
+            Err(kind) => return Some((key.clone(), Err(io::Error::from(kind)))),
         }
     }
     None

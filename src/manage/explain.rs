@@ -73,7 +73,7 @@ pub fn explain(
     // `--trace auto`: the key names a manifest, whose matching candidate names the entry.
     let (entry, no_match) = match (now.traced, store) {
         (true, Some(s)) => match s.select(&key, cwd)? {
-            Selection::Entry(c) => (Some(c.entry), None),
+            Selection::Entry(e) => (Some(e), None),
             Selection::NoMatch(why) => (None, Some(why)),
             Selection::Missing => (None, None),
             Selection::Corrupt(e) => (

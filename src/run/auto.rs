@@ -29,7 +29,7 @@ pub(super) enum Selected {
 pub(super) fn select(job: &Job) -> Selected {
     let store = &job.store;
     match store.select(&job.key, job.cwd) {
-        Ok(Selection::Entry(c)) => Selected::Entry(c.entry),
+        Ok(Selection::Entry(e)) => Selected::Entry(e),
         Ok(Selection::NoMatch(why)) => Selected::Miss(why),
         Ok(Selection::Missing) => Selected::Miss("no entry".to_owned()),
         Ok(Selection::Corrupt(e)) => {

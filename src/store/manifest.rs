@@ -57,10 +57,11 @@ impl Manifest {
     /// The newest candidate whose every observed input is as it was (paths relative to
     /// `cwd`); `Err`: none, and the first change of the newest one, in words.
     pub fn choose(&self, cwd: &Path, cache: &mut StatCache) -> Result<&Candidate, String> {
-        let mut memo = Memo::default();
+        // (One candidate: every path is looked at once anyway.)
+        let mut memo = (self.candidates.len() > 1).then(Memo::default);
         let mut why = None;
         for c in &self.candidates {
-            match first_change(&c.inputs, cwd, cache, &mut memo) {
+            match first_change(&c.inputs, cwd, cache, memo.as_mut()) {
                 None => return Ok(c),
                 Some((path, now)) if why.is_none() => {
                     let detail = match now {
@@ -115,8 +116,8 @@ impl Manifest {
 
 /// What a manifest says about the file system now.
 pub enum Selection {
-    /// Every observed input of this candidate's run is as it was.
-    Entry(Candidate),
+    /// Every observed input of this candidate's run is as it was: its entry.
+    Entry(String),
     /// No candidate matches: the first change of the newest one, in words.
     NoMatch(String),
     Missing,
@@ -173,7 +174,7 @@ impl super::Store {
             Read::Corrupt(e) => return Ok(Selection::Corrupt(e)),
         };
         let mut cache = self.manifest_stat_cache(key);
-        let chosen = manifest.choose(cwd, &mut cache).cloned();
+        let chosen = manifest.choose(cwd, &mut cache).map(|c| c.entry.clone());
         if self.tmp.is_dir() {
             cache.save(&self.tmp);
         }
@@ -195,7 +196,7 @@ impl super::Store {
             return Ok(Some(key));
         }
         Ok(match self.select(&key, cwd)? {
-            Selection::Entry(c) => Some(c.entry),
+            Selection::Entry(e) => Some(e),
             _ => None,
         })
     }
