@@ -329,7 +329,7 @@ pub struct RunArgs {
 
     /// `check`: on a miss, run the command under the tracer (Linux) and list on stderr the files
     /// it read or wrote that are not declared, with the -i/-o to add; `off`: no tracing
-    /// [default: trace from config; off]
+    /// [default: trace from config; auto]
     #[arg(long, env = "CACHECTL_TRACE", value_enum, value_name = "MODE")]
     pub trace: Option<TraceMode>,
 
@@ -810,11 +810,11 @@ impl GcPolicy {
 #[serde(rename_all = "snake_case")]
 pub enum TraceMode {
     /// Key what the command reads (and what is declared), store what it writes
+    #[default]
     Auto,
     /// Key what is declared; after a miss, list what the command read or wrote undeclared
     Check,
     /// No tracing: only what is declared
-    #[default]
     Off,
 }
 

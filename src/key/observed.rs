@@ -38,6 +38,9 @@ pub enum SeenKind {
     Other,
     /// A file the run read and then changed: only the content it read is keyed.
     Rewritten,
+    /// Out of reach: a directory on the way may not be searched (a `PATH` entry of another
+    /// user's), so the run learned only that.
+    Denied,
 }
 
 impl SeenKind {
@@ -48,6 +51,7 @@ impl SeenKind {
             SeenKind::Absent => "absent",
             SeenKind::Other => "other",
             SeenKind::Rewritten => "rewritten",
+            SeenKind::Denied => "denied",
         }
     }
 }
@@ -157,6 +161,9 @@ impl Seen {
         let lmeta = match std::fs::symlink_metadata(abs) {
             Ok(m) => m,
             Err(e) if gone(&e) => return Ok(Seen::absent()),
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+                return Ok(Seen::of_kind(SeenKind::Denied));
+            }
             Err(e) => return Err(e),
         };
         let (link, meta) = if lmeta.file_type().is_symlink() {
@@ -168,6 +175,12 @@ impl Seen {
                     return Ok(Seen {
                         link,
                         ..Seen::absent()
+                    });
+                }
+                Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+                    return Ok(Seen {
+                        link,
+                        ..Seen::of_kind(SeenKind::Denied)
                     });
                 }
                 Err(e) => return Err(e),
@@ -208,6 +221,7 @@ impl Seen {
             SeenKind::Absent => "absent",
             SeenKind::Dir => "a directory",
             SeenKind::Other => "not a file",
+            SeenKind::Denied => "out of reach",
             SeenKind::File | SeenKind::Rewritten => "a file",
         };
         if self.kind != before.kind {

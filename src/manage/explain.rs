@@ -74,7 +74,7 @@ pub fn explain(
     let (entry, no_match) = match (now.traced, store) {
         (true, Some(s)) => match s.select(&key, cwd)? {
             Selection::Entry(e) => (Some(e), None),
-            Selection::NoMatch(why) => (None, Some(why)),
+            Selection::NoMatch(no) => (None, Some(no.why)),
             Selection::Missing => (None, None),
             Selection::Corrupt(e) => (
                 None,

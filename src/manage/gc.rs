@@ -253,7 +253,7 @@ pub fn run(store: &Store, idx: &mut Index, opts: &GcOptions) -> Result<GcReport>
         live.contains(key) || age_of(m, now_sys) < TEMP_GRACE
     });
     let (_, stat_b) = sweep(&store.stat, &|_, m| age_of(m, now_sys) < STAT_CACHE_MAX_AGE);
-    let manifest_b = prune_manifests(store, opts.dry_run);
+    let manifest_b = prune_manifests(store, opts.dry_run, now);
     report.temp_files_removed = tmp_n;
     freed += tmp_b + lock_b + stat_b + manifest_b;
 
@@ -271,11 +271,17 @@ pub fn run(store: &Store, idx: &mut Index, opts: &GcOptions) -> Result<GcReport>
 }
 
 /// Blobs referenced by records written since `since` (stores that ran while gc did).
-/// Drop the candidates of `--trace auto` manifests whose entry is gone (evicted, invalidated),
-/// and manifests left with none. Each manifest is rewritten under its key's lock, which a store
-/// holds while it adds a candidate (after writing the entry): one busy now is skipped. Returns
-/// the bytes freed.
-fn prune_manifests(store: &Store, dry_run: bool) -> u64 {
+/// How long a `--trace auto` manifest whose entries are all gone is kept: as long as gc
+/// remembers what it evicted, so that a later run that matches one of its candidates is
+/// counted as a hit lost to eviction.
+const EMPTY_MANIFEST_KEPT_MS: u64 = 90 * 24 * crate::clock::HOUR_MS;
+
+/// Delete the `--trace auto` manifests none of whose entries is left and whose newest
+/// candidate is older than [`EMPTY_MANIFEST_KEPT_MS`]. Candidates are not pruned one by one: a
+/// manifest holds at most 16, and one whose entry was evicted is how a later miss is known to
+/// be a hit lost to eviction. Each is deleted under its key's lock, which a store holds while it
+/// adds a candidate. Returns the bytes freed.
+fn prune_manifests(store: &Store, dry_run: bool, now: u64) -> u64 {
     let dir = crate::store::layout::Item::Manifests.path(&store.root);
     let mut freed = 0;
     for e in walkdir::WalkDir::new(&dir)
@@ -290,28 +296,20 @@ fn prune_manifests(store: &Store, dry_run: bool) -> u64 {
         let Ok(Some(_lock)) = crate::store::lock::try_acquire(&store.lock_path(&key)) else {
             continue;
         };
-        let (before, kept) = match store.read_manifest(&key) {
-            Ok(Read::Found(mut m)) => {
-                let before = m.encode().len() as u64;
-                m.candidates
-                    .retain(|c| store.record_path(&c.entry).exists());
-                (before, m)
-            }
-            // (A corrupt one is removed by the read.)
-            _ => continue,
-        };
-        if kept.candidates.is_empty() {
-            if dry_run || std::fs::remove_file(e.path()).is_ok() {
-                freed += before;
-            }
+        // (A corrupt one is removed by the read.)
+        let Ok(Read::Found(m)) = store.read_manifest(&key) else {
             continue;
-        }
-        let after = kept.encode();
-        if (after.len() as u64) < before {
-            if !dry_run {
-                let _ = crate::fsutil::write_atomic(e.path(), &store.tmp, &after);
+        };
+        let newest = m.candidates.iter().map(|c| c.created_ms).max().unwrap_or(0);
+        let empty = !m
+            .candidates
+            .iter()
+            .any(|c| store.record_path(&c.entry).exists());
+        if empty && now.saturating_sub(newest) > EMPTY_MANIFEST_KEPT_MS {
+            let len = e.metadata().map(|m| m.len()).unwrap_or(0);
+            if dry_run || std::fs::remove_file(e.path()).is_ok() {
+                freed += len;
             }
-            freed += before - after.len() as u64;
         }
     }
     freed

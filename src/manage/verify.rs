@@ -191,7 +191,7 @@ fn check(store: &Store, idx: &Index, sample_n: Option<usize>) -> Result<(VerifyR
     }
 
     // Manifests: each must verify and be stored under its own key. (A candidate whose entry is
-    // gone is no problem: the lookup misses, and gc prunes it.)
+    // gone is no problem: the lookup misses; see gc's prune_manifests.)
     for path in files_under(&store.root.join(Item::Manifests.name())) {
         report.manifests_checked += 1;
         let name = name_of(path.as_path());

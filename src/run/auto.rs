@@ -21,17 +21,24 @@ use std::path::{Path, PathBuf};
 pub(super) enum Selected {
     /// Every observed input of this entry's run is as it was.
     Entry(String),
-    /// No candidate matches: why (for `-v` and `--explain`).
-    Miss(String),
+    /// No candidate can be served: why (for `-v` and `--explain`), and the entry of a matching
+    /// candidate that is gone, if one matched.
+    Miss(String, Option<String>),
 }
 
 /// Check the manifest's candidates, newest first, against the file system now.
 pub(super) fn select(job: &Job) -> Selected {
     let store = &job.store;
-    match store.select(&job.key, job.cwd) {
+    let selected = store.select(&job.key, job.cwd);
+    tracing::debug!(
+        key = %job.key,
+        found = matches!(selected, Ok(Selection::Entry(_))),
+        "lookup (manifest)"
+    );
+    match selected {
         Ok(Selection::Entry(e)) => Selected::Entry(e),
-        Ok(Selection::NoMatch(why)) => Selected::Miss(why),
-        Ok(Selection::Missing) => Selected::Miss("no entry".to_owned()),
+        Ok(Selection::NoMatch(no)) => Selected::Miss(no.why, no.gone),
+        Ok(Selection::Missing) => Selected::Miss("no entry".to_owned(), None),
         Ok(Selection::Corrupt(e)) => {
             fault::report(
                 Some(store),
@@ -39,7 +46,7 @@ pub(super) fn select(job: &Job) -> Selected {
                 warn::CACHE,
                 format_args!("dropped a corrupt manifest ({e}); running the command"),
             );
-            Selected::Miss("corrupt manifest".to_owned())
+            Selected::Miss("corrupt manifest".to_owned(), None)
         }
         Err(e) => {
             fault::report(
@@ -48,7 +55,7 @@ pub(super) fn select(job: &Job) -> Selected {
                 warn::CACHE,
                 format_args!("cannot read the cache: {e}; running the command"),
             );
-            Selected::Miss("unreadable manifest".to_owned())
+            Selected::Miss("unreadable manifest".to_owned(), None)
         }
     }
 }

@@ -53,25 +53,32 @@ enum HitResult {
 }
 
 /// The key of the entry to serve: the job's own, or for `--trace auto` the entry of the first
-/// manifest candidate whose observed inputs all match (`Err`: why there is none).
-fn entry_key(job: &Job) -> Result<String, String> {
+/// manifest candidate whose observed inputs all match (`Err`: why there is none, and the entry
+/// of a matching candidate that is gone).
+fn entry_key(job: &Job) -> Result<String, (String, Option<String>)> {
     if !job.components.traced {
         return Ok(job.key.clone());
     }
     match auto::select(job) {
         Selected::Entry(entry) => Ok(entry),
-        Selected::Miss(why) => Err(why),
+        Selected::Miss(why, gone) => Err((why, gone)),
     }
 }
 
 /// Look the job's key up locally, then (after taking its lock) again and in the remote tier.
 pub(super) fn lookup(job: &Job) -> Lookup {
     let (opts, store, key) = (job.opts, &job.store, job.key.as_str());
+    // The key a miss is counted under: the job's, or the entry of a matching candidate that is
+    // gone (so that `stats` sees the hit gc took away).
+    let mut miss_key = None;
     let why_miss: String = if job.force {
         "forced".to_owned()
     } else {
         match entry_key(job).map(|entry| try_hit(job, &entry)) {
-            Err(why) => why,
+            Err((why, gone)) => {
+                miss_key = gone;
+                why
+            }
             Ok(found) => match found {
                 HitResult::Served(code) => {
                     report::explain(opts, &job.components, key, "hit");
@@ -93,7 +100,7 @@ pub(super) fn lookup(job: &Job) -> Lookup {
     };
     let why_miss = why_miss.as_str();
     if opts.no_store {
-        note_miss(job, why_miss);
+        note_miss(job, why_miss, miss_key.as_deref());
         return Lookup::Uncached;
     }
     if let Err(e) = store.init() {
@@ -131,7 +138,7 @@ pub(super) fn lookup(job: &Job) -> Lookup {
                     humantime::format_duration(opts.lock_timeout)
                 ),
             );
-            note_miss(job, why_miss);
+            note_miss(job, why_miss, miss_key.as_deref());
             return Lookup::Uncached;
         }
         Err(e) => {
@@ -141,7 +148,7 @@ pub(super) fn lookup(job: &Job) -> Lookup {
                 warn::CACHE,
                 format_args!("cannot lock the cache entry: {e}; running without the cache"),
             );
-            note_miss(job, why_miss);
+            note_miss(job, why_miss, miss_key.as_deref());
             return Lookup::Uncached;
         }
     };
@@ -172,13 +179,13 @@ pub(super) fn lookup(job: &Job) -> Lookup {
             remote::Fetched::NotOurs => upload = false,
         }
     }
-    note_miss(job, why_miss);
+    note_miss(job, why_miss, miss_key.as_deref());
     Lookup::Miss(Miss { lock, upload })
 }
 
 /// Count a miss (and report it with -v / --explain), once we know this process runs the
 /// command: a process that waits for a concurrent identical miss and then hits is a hit.
-fn note_miss(job: &Job, why: &str) {
+fn note_miss(job: &Job, why: &str, counted_as: Option<&str>) {
     let (opts, key) = (job.opts, &job.key);
     report::explain(opts, &job.components, key, &format!("miss ({why})"));
     if opts.verbose {
@@ -193,7 +200,7 @@ fn note_miss(job: &Job, why: &str) {
         &job.store,
         &Event::Miss {
             ts: now_ms(),
-            key: key.clone(),
+            key: counted_as.unwrap_or(key).to_owned(),
             cmd: opts.command_line.clone(),
             ns: opts.namespace.clone(),
         },

@@ -56,13 +56,24 @@ pub enum ManifestError {
 impl Manifest {
     /// The newest candidate whose every observed input is as it was (paths relative to
     /// `cwd`); `Err`: none, and the first change of the newest one, in words.
-    pub fn choose(&self, cwd: &Path, cache: &mut StatCache) -> Result<&Candidate, String> {
+    /// Candidates `usable` refuses (their entry is gone) are passed over; the first of them
+    /// that matched is named in the answer.
+    pub fn choose(
+        &self,
+        cwd: &Path,
+        cache: &mut StatCache,
+        usable: impl Fn(&Candidate) -> bool,
+    ) -> Result<&Candidate, NoMatch> {
         // (One candidate: every path is looked at once anyway.)
         let mut memo = (self.candidates.len() > 1).then(Memo::default);
         let mut why = None;
+        let mut gone = None;
         for c in &self.candidates {
             match first_change(&c.inputs, cwd, cache, memo.as_mut()) {
-                None => return Ok(c),
+                None if usable(c) => return Ok(c),
+                None => {
+                    gone.get_or_insert_with(|| c.entry.clone());
+                }
                 Some((path, now)) if why.is_none() => {
                     let detail = match now {
                         Ok(now) => now.difference(&c.inputs[&path]),
@@ -76,7 +87,16 @@ impl Manifest {
                 Some(_) => {}
             }
         }
-        Err(why.unwrap_or_else(|| "no candidate".to_owned()))
+        Err(match gone {
+            Some(entry) => NoMatch {
+                why: "no entry (the matching one is gone)".to_owned(),
+                gone: Some(entry),
+            },
+            None => NoMatch {
+                why: why.unwrap_or_else(|| "no candidate".to_owned()),
+                gone: None,
+            },
+        })
     }
 
     /// Put `c` first; an older candidate for the same entry goes, and so do the oldest beyond
@@ -114,12 +134,23 @@ impl Manifest {
     }
 }
 
+/// Why no candidate of a manifest can be served.
+#[derive(Debug, Clone)]
+pub struct NoMatch {
+    /// In words: the first change of the newest candidate, or that the matching one's entry is
+    /// gone.
+    pub why: String,
+    /// The entry of a candidate that matched but is gone (evicted, invalidated): the miss is
+    /// that entry's (a hit `gc` took away, as `stats` counts them).
+    pub gone: Option<String>,
+}
+
 /// What a manifest says about the file system now.
 pub enum Selection {
     /// Every observed input of this candidate's run is as it was: its entry.
     Entry(String),
-    /// No candidate matches: the first change of the newest one, in words.
-    NoMatch(String),
+    /// No candidate can be served.
+    NoMatch(NoMatch),
     Missing,
     /// It did not verify, and has been removed.
     Corrupt(ManifestError),
@@ -174,7 +205,9 @@ impl super::Store {
             Read::Corrupt(e) => return Ok(Selection::Corrupt(e)),
         };
         let mut cache = self.manifest_stat_cache(key);
-        let chosen = manifest.choose(cwd, &mut cache).map(|c| c.entry.clone());
+        let chosen = manifest
+            .choose(cwd, &mut cache, |c| self.record_path(&c.entry).exists())
+            .map(|c| c.entry.clone());
         if self.tmp.is_dir() {
             cache.save(&self.tmp);
         }

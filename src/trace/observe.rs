@@ -61,6 +61,8 @@ impl Access {
 pub struct Observed {
     /// Absolute paths, as the processes named them (resolved against their working directory
     /// or directory descriptor, not through symlinks).
+    /// (Encoded in the report with [`crate::paths::encode_os`]: a file name need not be UTF-8.)
+    #[serde(with = "encoded_paths")]
     pub paths: BTreeMap<PathBuf, Access>,
     /// Ways the run read files that the tracer cannot see (io_uring, a 32-bit system call, a
     /// descriptor whose path cannot be read): a run with any is not completely traced.
@@ -74,6 +76,36 @@ pub struct Observed {
     /// does after that is not traced.
     #[serde(default, skip_serializing_if = "is_false")]
     pub outlived: bool,
+}
+
+/// The report's paths as [`crate::paths::encode_os`] strings: JSON holds only UTF-8, and a
+/// report that failed to serialise would leave the run untraced.
+mod encoded_paths {
+    use super::Access;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use std::collections::BTreeMap;
+    use std::path::PathBuf;
+
+    pub fn serialize<S: Serializer>(
+        paths: &BTreeMap<PathBuf, Access>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        let encoded: BTreeMap<String, &Access> = paths
+            .iter()
+            .map(|(p, a)| (crate::paths::encode_os(p.as_os_str()), a))
+            .collect();
+        encoded.serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<BTreeMap<PathBuf, Access>, D::Error> {
+        let encoded = BTreeMap::<String, Access>::deserialize(d)?;
+        Ok(encoded
+            .into_iter()
+            .map(|(p, a)| (PathBuf::from(crate::paths::decode_os(&p)), a))
+            .collect())
+    }
 }
 
 /// Paths that are never inputs or outputs: the kernel's views and devices (but /dev/shm holds
@@ -149,6 +181,13 @@ mod tests {
         let tmp = &o.paths[Path::new("/w/tmp.o")];
         assert!(tmp.written && !tmp.is_input());
         assert!(o.paths[Path::new("/w/in.c")].read);
+        // Any file name survives the report (JSON is UTF-8 only).
+        use std::os::unix::ffi::OsStrExt;
+        let odd = PathBuf::from(std::ffi::OsStr::from_bytes(b"/w/\xff\xfe.txt"));
+        o.record(odd.clone(), Op::Read, |_| None);
+        let back: Observed = serde_json::from_slice(&serde_json::to_vec(&o).unwrap()).unwrap();
+        assert_eq!(back, o);
+        assert!(back.paths.contains_key(&odd));
         let conf = &o.paths[Path::new("/w/conf")];
         assert!(conf.read && conf.written);
         assert_eq!(conf.digest_before_change.as_deref(), Some("d1"));

@@ -253,14 +253,20 @@ fn trace_mode_comes_from_the_variable_and_the_config() {
         "cachectl.toml",
         "[[rule]]\nmatch = \"./r\"\ntrace = \"check\"\n",
     );
-    let a = t.miss(t.run(&["--", "./r"])).success();
+    let a = t
+        .miss(t.run(&["--", "./r"]).env_remove("CACHECTL_TRACE"))
+        .success();
     assert_eq!(check_lines(&a), ["undeclared input: -i in.txt"]);
     t.cachectl(&["invalidate", "--all"]).assert().success();
     let a = t.miss(t.run(&["--trace", "off", "--", "./r"])).success();
     assert!(check_lines(&a).is_empty());
     // Bad values name where they came from.
     t.write("cachectl.toml", "trace = \"sometimes\"\n");
-    let a = t.run(&["--", "./r"]).assert().code(2);
+    let a = t
+        .run(&["--", "./r"])
+        .env_remove("CACHECTL_TRACE")
+        .assert()
+        .code(2);
     assert!(
         stderr_of(&a).contains("cachectl.toml:1")
             && stderr_of(&a).contains("`trace` must be one of"),

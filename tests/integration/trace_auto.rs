@@ -390,7 +390,7 @@ fn writes_outside_the_working_directory_are_side_effects() {
 }
 
 #[test]
-fn gc_prunes_and_verify_checks_manifests() {
+fn gc_keeps_manifests_while_they_can_count_and_verify_checks_them() {
     let t = TestContext::new();
     t.write("in.txt", "one");
     t.counted("r", "cat in.txt");
@@ -406,27 +406,28 @@ fn gc_prunes_and_verify_checks_manifests() {
     let v: serde_json::Value = serde_json::from_slice(&stdout_of(&a)).unwrap();
     assert_eq!(v["manifests_checked"], 1, "{v}");
 
-    // One entry gone: its candidate goes, the other still hits.
-    let ls = t.cachectl(&["ls", "--json"]).output();
-    let entries: serde_json::Value = serde_json::from_slice(&ls.stdout).unwrap();
-    assert_eq!(entries.as_array().unwrap().len(), 2);
-    let before = fs::read(&manifest[0]).unwrap();
+    // gc evicts an entry: the candidate stays, so the next run that matches it is a hit lost
+    // to eviction (the other state still hits).
     t.write("in.txt", "one");
     settle();
-    let oldest = entries[1]["key"].as_str().unwrap();
-    t.cachectl(&["invalidate", "--key", oldest])
-        .assert()
-        .success();
-    t.cachectl(&["gc"]).assert().success();
-    let after = fs::read(&manifest[0]).unwrap();
-    assert!(
-        after.len() < before.len(),
-        "the evicted entry's candidate is pruned"
+    t.cachectl(&["gc", "--max-size", "1"]).assert().success();
+    assert!(t.cache_files("ac-v1").is_empty());
+    t.miss(run()).success().stdout("one");
+    let a = t.cachectl(&["stats", "--json"]).assert().success();
+    let s: serde_json::Value = serde_json::from_slice(&stdout_of(&a)).unwrap();
+    assert_eq!(
+        s["lost_to_eviction"],
+        serde_json::json!({"max_size": 1}),
+        "{s:#}"
     );
-    t.miss(run()).success();
-    // Nothing left: the manifest goes.
+    t.hit(run()).success().stdout("one");
+
+    // Nothing left: the manifest stays as long as gc remembers evictions (90 days), then goes.
     t.cachectl(&["invalidate", "--all"]).assert().success();
     t.cachectl(&["gc"]).assert().success();
+    assert_eq!(t.cache_files("mf-v1").len(), 1);
+    let later = now_ms() + 91 * 24 * 3_600_000;
+    t.cachectl(&["gc"]).now(later).assert().success();
     assert!(t.cache_files("mf-v1").is_empty());
 
     // A damaged manifest is found, and --fix removes it; the command then runs and stores.
@@ -445,6 +446,13 @@ fn gc_prunes_and_verify_checks_manifests() {
     assert!(t.cache_files("mf-v1").is_empty());
     t.miss(run()).success();
     t.hit(run()).success();
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
 }
 
 #[test]
@@ -501,4 +509,29 @@ fn nested_runs_are_traced_and_stored() {
     let a = outer().assert().success();
     assert_eq!(t.count(), 3, "{}", summary(&a));
     assert_eq!(t.read("b.txt.out"), b"BEE\n");
+}
+
+/// With nothing set, a run is traced: `auto` is the default.
+#[test]
+fn auto_is_the_default() {
+    let t = TestContext::new();
+    t.write("in.txt", "one\n");
+    t.counted("show", "cat in.txt");
+    settle();
+    let run = || t.run(&["--", "./show"]).env_remove("CACHECTL_TRACE");
+    t.miss(run()).success().stdout("one\n");
+    t.hit(run()).success().stdout("one\n");
+    t.write("in.txt", "two\n");
+    settle();
+    t.miss(run()).success().stdout("two\n");
+    let a = t
+        .cachectl(&["config", "--", "./show"])
+        .env_remove("CACHECTL_TRACE")
+        .assert()
+        .success();
+    let out = String::from_utf8_lossy(&stdout_of(&a)).into_owned();
+    assert!(
+        out.lines().any(|l| l.contains("trace") && l.contains("auto")),
+        "{out}"
+    );
 }

@@ -62,7 +62,10 @@ impl TestContext {
         }
     }
 
-    /// `cachectl <args>` in the work dir, with a clean environment.
+    /// `cachectl <args>` in the work dir, with a clean environment and `CACHECTL_TRACE=off`:
+    /// most tests are about declared keys, and a traced run of a script written a moment
+    /// before is not stored (its file is as new as the run's first look at it). Tests of
+    /// tracing pass `--trace` (which wins over the variable) or remove the variable.
     pub fn cachectl(&self, args: &[&str]) -> Run {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_cachectl"));
         for (name, _) in std::env::vars_os() {
@@ -74,6 +77,7 @@ impl TestContext {
             .env("XDG_CONFIG_HOME", self.home.join("config"))
             .env("XDG_CACHE_HOME", self.home.join("cache"))
             .env("CACHECTL_DIR", &self.cache)
+            .env("CACHECTL_TRACE", "off")
             .current_dir(&self.work)
             .args(args);
         Run { cmd, stdin: None }

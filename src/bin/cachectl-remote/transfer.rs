@@ -278,12 +278,12 @@ pub async fn get_manifest(ctx: &Context, key: &str, cwd: &Path) -> Result<Outcom
         });
     };
     let mut cache = ctx.store.manifest_stat_cache(key);
-    let chosen = match manifest.choose(cwd, &mut cache) {
+    let chosen = match manifest.choose(cwd, &mut cache, |_| true) {
         Ok(c) => c.clone(),
-        Err(why) => {
+        Err(no) => {
             return Ok(Outcome {
                 status: Status::Miss,
-                message: why,
+                message: no.why,
                 ..Default::default()
             });
         }
