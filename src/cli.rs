@@ -327,8 +327,9 @@ pub struct RunArgs {
     #[arg(long, env = "CACHECTL_SESSION", value_name = "NAME", value_parser = parse_session)]
     pub session: Option<String>,
 
-    /// `check`: on a miss, run the command under the tracer (Linux) and list on stderr the files
-    /// it read or wrote that are not declared, with the -i/-o to add; `off`: no tracing
+    /// `auto`: on a miss, trace the command (Linux), key what it read and store what it wrote;
+    /// `check`: key what is declared, and list on stderr the files it read or wrote that are not
+    /// declared, with the -i/-o to add; `off`: no tracing, only what is declared
     /// [default: trace from config; auto]
     #[arg(long, env = "CACHECTL_TRACE", value_enum, value_name = "MODE")]
     pub trace: Option<TraceMode>,

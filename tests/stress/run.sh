@@ -75,6 +75,10 @@ for v in $(compgen -e); do
 done
 export HOME=$WORK/home XDG_CONFIG_HOME=$WORK/home/config XDG_CACHE_HOME=$WORK/home/cache
 mkdir -p "$XDG_CONFIG_HOME"
+# Declared keys (`--trace off`): the phases count one entry per key and time the store; a
+# traced run whose killed predecessor left files behind is keyed by them too, a second entry
+# (tracing has its own tests: tests/integration/trace_auto.rs).
+export CACHECTL_TRACE=off
 
 now() { echo "$EPOCHREALTIME"; }
 # Microseconds between two EPOCHREALTIME values.
