@@ -531,7 +531,8 @@ fn auto_is_the_default() {
         .success();
     let out = String::from_utf8_lossy(&stdout_of(&a)).into_owned();
     assert!(
-        out.lines().any(|l| l.contains("trace") && l.contains("auto")),
+        out.lines()
+            .any(|l| l.contains("trace") && l.contains("auto")),
         "{out}"
     );
 }
