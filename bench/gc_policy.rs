@@ -243,6 +243,7 @@ fn store(store: &Store, step: &Step, now: u64) -> Result<()> {
         outputs: Vec::new(),
         components: Default::default(),
         side_effects: Vec::new(),
+        peers: Vec::new(),
     };
     let bytes = put.stored_bytes + store.write_record(&record, b"", b"")?;
     store.log(&Event::Store {

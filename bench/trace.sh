@@ -34,7 +34,7 @@ export HOME=$WORK/home XDG_CONFIG_HOME=$WORK/home/config CCACHE_DIR=$WORK/ccache
 mkdir -p "$XDG_CONFIG_HOME"
 R=$WORK/results
 mkdir -p "$R"
-note() { printf '%s\n' "$*" >>"$R/notes.md"; printf '%s\n' "$*" >&2; }
+note() { printf -- '- %s\n' "$*" >>"$R/notes.md"; printf '%s\n' "$*" >&2; }
 table() { cat "$R/$1.md" >>"$R/tables.md"; echo >>"$R/tables.md"; }
 
 # The zstd library with a Makefile of our own: every .c of the library (no assembly), one

@@ -176,6 +176,12 @@ fn describe(d: &Decoded, usage_row: Option<&crate::store::index::EntryRow>) {
             println!("  {}", display_encoded(p));
         }
     }
+    if !r.peers.is_empty() {
+        println!("Talked to (outside the command; its answers are not keyed):");
+        for p in &r.peers {
+            println!("  {p}");
+        }
+    }
 }
 
 fn kind_of(seen: &Seen) -> String {

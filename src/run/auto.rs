@@ -68,6 +68,8 @@ pub(super) struct Traced {
     /// Paths outside the working directory and the temp dir it wrote: a hit does not write
     /// them again.
     pub side_effects: Vec<String>,
+    /// What it connected to outside the traced tree.
+    pub peers: Vec<String>,
 }
 
 /// Why a traced run is not stored.
@@ -189,10 +191,25 @@ pub(super) fn judge(
     if job.store.tmp.is_dir() {
         cache.save(&job.store.tmp);
     }
+    let peers: Vec<String> = observed.peers.iter().cloned().collect();
+    if job.opts.verbose {
+        for s in &side_effects {
+            crate::note!(
+                "cachectl: wrote outside the working directory (a hit does not redo it): {}",
+                crate::paths::display_encoded(s)
+            );
+        }
+        for p in &peers {
+            crate::note!(
+                "cachectl: talked to something outside the command (its answers are not keyed): {p}"
+            );
+        }
+    }
     Ok(Traced {
         inputs,
         outputs,
         side_effects,
+        peers,
     })
 }
 

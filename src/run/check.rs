@@ -26,6 +26,8 @@ pub struct Advice {
     pub side_effects: Vec<String>,
     /// Why the trace is not complete, if it is not.
     pub untraceable: Vec<String>,
+    /// What the command connected to outside the traced tree (`unix:PATH`, `network`).
+    pub peers: Vec<String>,
     /// Inputs outside the working directory left out without `-v` (a toolchain's or an
     /// interpreter's own files under $HOME, say): how many.
     pub outside: usize,
@@ -75,6 +77,7 @@ pub fn advise(
             .chain(&observed.untraceable)
             .cloned()
             .collect(),
+        peers: observed.peers.iter().cloned().collect(),
         ..Advice::default()
     };
     if observed.outlived {
@@ -198,6 +201,11 @@ impl Advice {
         }
         for u in &self.untraceable {
             out.push(format!("check: not fully traced: {u}"));
+        }
+        for p in &self.peers {
+            out.push(format!(
+                "check: talked to something outside the command (its answers are not keyed): {p}"
+            ));
         }
         if out.is_empty() {
             out.push("check: everything the command read and wrote is declared".to_owned());

@@ -244,6 +244,7 @@ fn store_result(
             .as_ref()
             .map(|t| t.side_effects.clone())
             .unwrap_or_default(),
+        peers: traced.as_ref().map(|t| t.peers.clone()).unwrap_or_default(),
     };
     bytes += store.write_record(
         &record,

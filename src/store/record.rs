@@ -81,6 +81,10 @@ pub struct Record<C = KeyComponents> {
     /// encoded. A hit does not write them again; `show` lists them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub side_effects: Vec<String>,
+    /// `--trace auto`: what the run connected to outside the traced tree (`unix:PATH`,
+    /// `network`): its answers are not keyed. `show` lists them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub peers: Vec<String>,
 }
 
 /// A record as the hit path reads it: the key components are checked to be well-formed JSON
@@ -218,6 +222,7 @@ pub(crate) mod tests {
                 observed: None,
             },
             side_effects: vec![],
+            peers: vec![],
         }
     }
 
@@ -289,6 +294,7 @@ pub(crate) mod tests {
             chunks,
             outputs,
             side_effects,
+            peers,
         } = hit.record;
         let skipped = Record {
             key,
@@ -305,6 +311,7 @@ pub(crate) mod tests {
             outputs,
             components: full.record.components.clone(),
             side_effects,
+            peers,
         };
         assert_eq!(skipped, full.record);
         assert_eq!(hit.inline_stdout, full.inline_stdout);

@@ -96,6 +96,14 @@ impl Sinks {
         self.root.untraceable.insert(what.to_owned());
     }
 
+    /// `tid` connected to `peer`.
+    pub fn peer(&mut self, tid: i32, peer: String) {
+        for i in self.chain(tid) {
+            self.subtrees[i].observed.peers.insert(peer.clone());
+        }
+        self.root.peers.insert(peer);
+    }
+
     /// `tid` handed its subtree over, to report on its descriptor `fd`.
     pub fn hand_off(&mut self, tid: i32, fd: i32) {
         let report = std::fs::OpenOptions::new()

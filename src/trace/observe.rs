@@ -72,6 +72,10 @@ pub struct Observed {
     /// cachectl is itself traced, or a container forbids it), and why.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub not_traced: Option<String>,
+    /// What the run connected to (`unix:PATH`, `network`): something outside the traced tree,
+    /// whose answers are not keyed. The run is stored; `show` and `check` name them.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub peers: BTreeSet<String>,
     /// A process of the run was still running when the command's own process ended: what it
     /// does after that is not traced.
     #[serde(default, skip_serializing_if = "is_false")]

@@ -64,6 +64,9 @@ pub enum Decode {
     Untraceable(&'static str),
     /// chdir/fchdir: the thread's working directory (and its siblings') may change.
     Chdir,
+    /// connect: the process talks to something outside the traced tree (a daemon, the
+    /// network), whose answers tracing cannot see.
+    Connect,
 }
 
 const fn at(dirfd: usize, path: usize) -> Arg {
@@ -112,6 +115,7 @@ table! {
     libc::SYS_lsetxattr => Fixed(&[e(Arg::Path(0), Write)]),
     libc::SYS_removexattr => Fixed(&[e(Arg::Path(0), Write)]),
     libc::SYS_lremovexattr => Fixed(&[e(Arg::Path(0), Write)]),
+    libc::SYS_connect => Connect,
     libc::SYS_chdir => Chdir,
     libc::SYS_fchdir => Chdir,
     libc::SYS_io_uring_setup => Untraceable("io_uring"),

@@ -472,6 +472,11 @@ fn on_syscall(tid: i32, sinks: &mut Sinks, resolver: &mut Resolver) {
     match decode {
         Decode::Untraceable(what) => sinks.untraceable(tid, what),
         Decode::Chdir => resolver.forget_cwds(),
+        Decode::Connect => {
+            if let Some(peer) = peer_of(tid, call.args[1], call.args[2]) {
+                sinks.peer(tid, peer);
+            }
+        }
         Decode::Fixed(effects) => {
             for e in effects {
                 record(tid, &call.args, e.arg, e.op, sinks, resolver);
@@ -494,6 +499,32 @@ fn on_syscall(tid: i32, sinks: &mut Sinks, resolver: &mut Resolver) {
                 }
             }
         }
+    }
+}
+
+/// What a `connect` of `tid` to the address at `addr` (`len` bytes) reaches: `unix:PATH` (or
+/// `unix:@NAME`, abstract), `network` for IP; `None` for what is no peer (netlink, the
+/// kernel's own) or cannot be read.
+fn peer_of(tid: i32, addr: u64, len: u64) -> Option<String> {
+    let mut buf = [0u8; 110];
+    let len = (len as usize).min(buf.len());
+    if len < 2 {
+        return None;
+    }
+    regs::read_memory(tid, addr, &mut buf[..len]).ok()?;
+    let family = i32::from(u16::from_ne_bytes([buf[0], buf[1]]));
+    match family {
+        libc::AF_UNIX => {
+            let path = &buf[2..len];
+            if path.first() == Some(&0) {
+                let name = &path[1..];
+                return Some(format!("unix:@{}", String::from_utf8_lossy(name)));
+            }
+            let end = path.iter().position(|&b| b == 0).unwrap_or(path.len());
+            Some(format!("unix:{}", String::from_utf8_lossy(&path[..end])))
+        }
+        libc::AF_INET | libc::AF_INET6 => Some("network".to_owned()),
+        _ => None,
     }
 }
 

@@ -727,6 +727,7 @@ fn record_and_streams() -> impl Strategy<Value = (Record, Vec<u8>, Vec<u8>)> {
                     outputs,
                     components,
                     side_effects: Vec::new(),
+                    peers: Vec::new(),
                 };
                 (rec, inline_out, inline_err)
             },

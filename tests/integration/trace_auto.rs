@@ -536,3 +536,43 @@ fn auto_is_the_default() {
         "{out}"
     );
 }
+
+/// A command that talks to something outside it (a daemon, the network) is stored, and `show`,
+/// `-v` and `check` say that its answers are not keyed.
+#[test]
+fn what_a_command_connects_to_is_named() {
+    let t = TestContext::new();
+    t.counted(
+        "ask",
+        "bash -c '(exec 3<>/dev/tcp/127.0.0.1/9) 2>/dev/null; echo asked'",
+    );
+    settle();
+    let a = t.miss(t.run(&auto(&["-v", "--", "./ask"]))).success();
+    assert!(
+        stderr_of(&a).contains(
+            "cachectl: talked to something outside the command (its answers are not keyed): network"
+        ),
+        "{}",
+        stderr_of(&a)
+    );
+    t.hit(t.run(&auto(&["--", "./ask"])))
+        .success()
+        .stdout("asked\n");
+    let ls = t.cachectl(&["ls", "--json"]).output();
+    let entries: serde_json::Value = serde_json::from_slice(&ls.stdout).unwrap();
+    let key = entries[0]["key"].as_str().unwrap().to_owned();
+    let out =
+        String::from_utf8_lossy(&stdout_of(&t.cachectl(&["show", &key]).assert())).into_owned();
+    assert!(
+        out.contains("Talked to") && out.contains("network"),
+        "{out}"
+    );
+    let a = t
+        .miss(t.run(&["--trace", "check", "--force", "--", "./ask"]))
+        .success();
+    assert!(
+        stderr_of(&a).contains("check: talked to something outside the command"),
+        "{}",
+        stderr_of(&a)
+    );
+}
