@@ -174,13 +174,19 @@ pub(super) fn judge(
                 format!("cannot look at {} again: {e}", abs.display()),
             )
         })?;
-        let watched = match seen.kind {
-            SeenKind::File => true,
-            SeenKind::Dir => seen.listing.is_some() && !changed_dirs.contains(abs.as_path()),
+        // (Since its first use: a change before that is what the run saw.)
+        let since = a.first_use.unwrap_or(started);
+        let changed = match seen.kind {
+            SeenKind::File => touched_since(abs, since),
+            // A listed directory's entries; one only looked at must not have appeared since
+            // (its mtime moves with every entry the run itself adds).
+            SeenKind::Dir if seen.listing.is_some() && !changed_dirs.contains(abs.as_path()) => {
+                touched_since(abs, since)
+            }
+            SeenKind::Dir | SeenKind::Other => born_since(abs, since),
             _ => false,
         };
-        // (Since its first use: a change before that is what the run saw.)
-        if watched && touched_since(abs, a.first_use.unwrap_or(started)) {
+        if changed {
             return Err(refused(
                 NotStored::TracedInputChanged,
                 format!("{} changed while the command ran", abs.display()),
@@ -245,6 +251,18 @@ fn changed_input(
         ));
     }
     Ok(Some(Seen::absent()))
+}
+
+/// Whether what is at `abs` came into being at or after `since` (its birth time, where the
+/// file system keeps one).
+fn born_since(abs: &Path, since: (i64, i64)) -> bool {
+    let Ok(born) = std::fs::metadata(abs).and_then(|m| m.created()) else {
+        return false;
+    };
+    let Ok(d) = born.duration_since(std::time::UNIX_EPOCH) else {
+        return false;
+    };
+    (d.as_secs() as i64, i64::from(d.subsec_nanos())) >= since
 }
 
 /// Whether the file (or listed directory) at `abs` was modified, or its inode changed, at or

@@ -576,3 +576,32 @@ fn what_a_command_connects_to_is_named() {
         stderr_of(&a)
     );
 }
+
+/// A directory the command looked for and did not find, made by someone else while it ran:
+/// the run saw it absent, the key would say it is there, so the run is not stored.
+#[test]
+fn a_directory_that_appears_while_the_command_runs_is_a_race() {
+    let t = TestContext::new();
+    t.counted(
+        "look",
+        "test -d extra && echo has-extra; : > started; while [ ! -e go ]; do sleep 0.01; done",
+    );
+    settle();
+    let (child, _) = t.run(&auto(&["-v", "--", "./look"])).spawn();
+    wait_until(Duration::from_secs(20), "the command starts", || {
+        t.work.join("started").exists()
+    });
+    fs::create_dir(t.work.join("extra")).unwrap();
+    t.write("go", "");
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("not stored (a file it read changed while it ran"),
+        "{err}"
+    );
+    // The next run sees it, and is stored.
+    t.miss(t.run(&auto(&["--", "./look"])))
+        .success()
+        .stdout("has-extra\n");
+}
