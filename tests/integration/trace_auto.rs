@@ -368,17 +368,17 @@ fn explain_and_show_name_the_observed_inputs() {
 #[test]
 fn writes_outside_the_working_directory_are_side_effects() {
     let t = TestContext::new();
-    // Outside the temp dir (the test's directories are under it).
-    let outside = tempfile::Builder::new()
-        .prefix("side-")
-        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
-        .unwrap();
-    let log = outside.path().join("audit.log");
+    // The test's directories are under the temp dir, whose writes are not side effects: move
+    // the temp dir elsewhere.
+    let tmp = t.root.join("tmp");
+    fs::create_dir_all(&tmp).unwrap();
+    let log = t.root.join("audit.log");
     t.counted("r", &format!("echo note >> '{}'; echo ok", log.display()));
     settle();
-    t.miss(t.run(&auto(&["--", "./r"]))).success();
+    let run = || t.run(&auto(&["--", "./r"])).env("TMPDIR", &tmp);
+    t.miss(run()).success();
     // Not part of the key (a hit does not write it, and it does not stop one).
-    t.hit(t.run(&auto(&["--", "./r"]))).success().stdout("ok\n");
+    t.hit(run()).success().stdout("ok\n");
     assert_eq!(fs::read_to_string(&log).unwrap(), "note\n");
     let ls = t.cachectl(&["ls", "--json"]).output();
     let entries: serde_json::Value = serde_json::from_slice(&ls.stdout).unwrap();
