@@ -15,9 +15,10 @@
 use super::Digest;
 use super::inputs::hash_file;
 use super::statcache::{Stamp, StatCache};
-use crate::paths::{decode_os, encode_os};
+use crate::paths::{decode_os, display_encoded, encode_os};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::ffi::OsStr;
 use std::io;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::MetadataExt;
@@ -89,7 +90,15 @@ pub struct Seen {
     /// restores (so whether they are there before does not matter).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unlisted: Vec<String>,
+    /// The names themselves (encoded, sorted), for a listing of at most [`NAMED_LISTING`]:
+    /// so that `explain` can say which entry is new or gone. Not keyed apart: `listing` is
+    /// their digest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub names: Option<Vec<String>>,
 }
+
+/// Listings up to this many names keep the names (see [`Seen::names`]).
+pub const NAMED_LISTING: usize = 64;
 
 fn is_false(b: &bool) -> bool {
     !b
@@ -130,6 +139,7 @@ impl Seen {
             exec: false,
             listing: None,
             unlisted: Vec::new(),
+            names: None,
         }
     }
 
@@ -207,7 +217,14 @@ impl Seen {
         } else if meta.is_dir() {
             seen.kind = SeenKind::Dir;
             if let Some(unlisted) = &recipe.listing {
-                seen.listing = Some(listing(abs, unlisted)?);
+                let (digest, names) = listing(abs, unlisted)?;
+                seen.listing = Some(digest);
+                seen.names = (names.len() <= NAMED_LISTING).then(|| {
+                    names
+                        .iter()
+                        .map(|n| encode_os(OsStr::from_bytes(n)))
+                        .collect()
+                });
                 seen.unlisted = unlisted.clone();
             }
         }
@@ -245,6 +262,15 @@ impl Seen {
             return "execute permission changed".to_owned();
         }
         if self.listing != before.listing {
+            if let (Some(now), Some(then)) = (&self.names, &before.names) {
+                let shown = |n: &String| display_encoded(n);
+                if let Some(new) = now.iter().find(|n| !then.contains(n)) {
+                    return format!("new entry {}", shown(new));
+                }
+                if let Some(gone) = then.iter().find(|n| !now.contains(n)) {
+                    return format!("entry {} gone", shown(gone));
+                }
+            }
             return "directory entries differ".to_owned();
         }
         "differs".to_owned()
@@ -269,8 +295,8 @@ fn content(abs: &Path, meta: &std::fs::Metadata, cache: &mut StatCache) -> io::R
     Ok(blake3::Hash::from_bytes(digest).to_hex().to_string())
 }
 
-/// The digest of a directory's sorted names, leaving `unlisted` out.
-fn listing(abs: &Path, unlisted: &[String]) -> io::Result<Digest> {
+/// The digest of a directory's sorted names, leaving `unlisted` out, and the names.
+fn listing(abs: &Path, unlisted: &[String]) -> io::Result<(Digest, Vec<Vec<u8>>)> {
     let mut names: Vec<Vec<u8>> = Vec::new();
     for entry in std::fs::read_dir(abs)? {
         let name = entry?.file_name().into_vec();
@@ -287,7 +313,7 @@ fn listing(abs: &Path, unlisted: &[String]) -> io::Result<Digest> {
         h.update(&(n.len() as u64).to_le_bytes());
         h.update(n);
     }
-    Ok(h.finalize().to_hex().to_string())
+    Ok((h.finalize().to_hex().to_string(), names))
 }
 
 /// The key's name for `abs`: relative to `cwd` when under it (`.` for `cwd` itself), so that
@@ -431,7 +457,8 @@ mod tests {
         std::fs::write(dir.path().join("b"), "").unwrap();
         let after = look(dir.path(), &r);
         assert_ne!(after, before);
-        assert_eq!(after.difference(&before), "directory entries differ");
+        assert_eq!(after.difference(&before), "new entry b");
+        assert_eq!(before.difference(&after), "entry b gone");
     }
 
     #[test]

@@ -83,6 +83,15 @@ fn absent_paths_listings_and_probes_are_keyed() {
     // A new file in a listed directory.
     t.write("data/b", "");
     settle();
+    let a = t
+        .cachectl(&["explain", "--trace", "auto", "--", "./build"])
+        .assert()
+        .success();
+    let out = String::from_utf8_lossy(&stdout_of(&a)).into_owned();
+    assert!(
+        out.contains("miss: input data changed (new entry b)"),
+        "{out}"
+    );
     t.miss(run()).success().stdout("a\nb\nconf\n");
 
     // A probed file is keyed by its size and mtime, not its content: a rewrite with other
